@@ -1,0 +1,52 @@
+"""Exception hierarchy of ben_builder.
+
+Every error the package raises on purpose derives from :class:`BenBuilderError` and also from the
+builtin it resembles, so callers can catch either. Messages name the file or product at fault and
+say how to fix the problem.
+"""
+
+from __future__ import annotations
+
+
+class BenBuilderError(Exception):
+    """Root of all ben_builder errors."""
+
+
+class SpecError(BenBuilderError, ValueError):
+    """A YAML file under ``data_specs/`` or a run configuration is malformed."""
+
+
+class ProductNotFoundError(BenBuilderError, FileNotFoundError):
+    """A product path does not exist or is not a SAFE folder or zip."""
+
+
+class ProductFormatError(BenBuilderError, ValueError):
+    """A product exists but does not follow the SAFE format (name, layout, metadata)."""
+
+
+class UnsupportedProductError(ProductFormatError):
+    """A product type or naming convention this tool does not handle."""
+
+
+class CorruptProductError(ProductFormatError):
+    """A product's zip or image data cannot be read (truncated, corrupt)."""
+
+
+class UnsafeArchiveError(ProductFormatError):
+    """A zip whose members would point outside the product (path traversal, absolute paths)."""
+
+
+class MetadataError(ProductFormatError):
+    """A metadata XML file is missing, malformed, hostile or lacks a required element."""
+
+
+class MissingBandError(ProductFormatError, FileNotFoundError):
+    """A band file the product should contain is absent."""
+
+
+class BandShapeError(ProductFormatError):
+    """A band raster's size or type does not match the tile metadata."""
+
+
+class ClcError(BenBuilderError, ValueError):
+    """The CORINE Land Cover input is unusable (schema, CRS, codes)."""

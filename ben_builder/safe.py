@@ -1,0 +1,485 @@
+"""Sentinel-2 SAFE products: names, metadata and band rasters (L1C and L2A, folder or zip).
+
+This is one of the few modules that touches files. It turns a product path into a small frozen
+:class:`Product` record (paths as GDAL strings, parsed metadata) and reads whole bands into numpy
+arrays. Zipped products are read in place through ``/vsizip/``; nothing is extracted.
+
+DN convention: every band this module returns follows the pre-04.00 convention
+(reflectance = DN / quantification value). From processing baseline 04.00 on, products carry a
+per-band additive offset (``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET``, typically -1000); it is
+applied here (``DN + offset``), valid pixels are clipped to >= 1 so they never collide with the
+no-data value 0, and no-data pixels stay 0. The offset is recorded in the product metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as DET
+import numpy as np
+import rasterio
+from defusedxml import DefusedXmlException
+from rasterio.errors import RasterioIOError
+
+from ben_builder.errors import (
+    BandShapeError,
+    CorruptProductError,
+    MetadataError,
+    MissingBandError,
+    ProductNotFoundError,
+    UnsafeArchiveError,
+    UnsupportedProductError,
+)
+from ben_builder.grid import TileGeometry
+
+log = logging.getLogger(__name__)
+
+PRODUCT_NAME_RE = re.compile(
+    r"^(?P<mission>S2[ABCD])_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})"
+    r"_R(?P<orbit>\d{3})_(?P<tile>T\d{2}[A-Z]{3})_(?P<generation>\d{8}T\d{6})$"
+)
+BAND_INDEX = {
+    "B01": 0, "B02": 1, "B03": 2, "B04": 3, "B05": 4, "B06": 5, "B07": 6, "B08": 7,
+    "B8A": 8, "B09": 9, "B10": 10, "B11": 11, "B12": 12,
+}  # fmt: skip
+PRODUCT_TYPES = {"L1C": "S2MSI1C", "L2A": "S2MSI2A"}
+OFFSET_BASELINE = (4, 0)
+
+
+@dataclass(frozen=True)
+class ProductName:
+    """The fields of a Sentinel-2 compact product name (``S2A_MSIL2A_..._T33UUP_<gen>``)."""
+
+    name: str
+    mission: str
+    level: str
+    sensing_time: datetime
+    baseline: str
+    relative_orbit: int
+    tile_id: str
+    generation_time: datetime
+
+    @property
+    def stem(self) -> str:
+        """The name without the generation time: the prefix of every patch name."""
+        return self.name.rsplit("_", 1)[0]
+
+    @classmethod
+    def parse(cls, name: str) -> ProductName:
+        """Parse a product name (with or without ``.SAFE`` / ``.zip``).
+
+        Raises:
+            UnsupportedProductError: not a compact-format Sentinel-2 L1C/L2A name.
+        """
+        bare = re.sub(r"(\.SAFE)?(\.zip)?$", "", name)
+        m = PRODUCT_NAME_RE.match(bare)
+        if not m:
+            raise UnsupportedProductError(
+                f"{name!r} is not a Sentinel-2 L1C/L2A product name of the form "
+                "S2A_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_Rxxx_Txxxxx_YYYYMMDDTHHMMSS "
+                "(old-format products from before December 2016 are not supported)"
+            )
+        fmt = "%Y%m%dT%H%M%S"
+        return cls(
+            name=bare,
+            mission=m["mission"],
+            level=m["level"],
+            sensing_time=datetime.strptime(m["sensing"], fmt),
+            baseline=m["baseline"],
+            relative_orbit=int(m["orbit"]),
+            tile_id=m["tile"],
+            generation_time=datetime.strptime(m["generation"], fmt),
+        )
+
+
+@dataclass(frozen=True)
+class Product:
+    """A Sentinel-2 product resolved on disk: metadata parsed, band locations known.
+
+    Attributes:
+        path: The product as given (``.SAFE`` folder or ``.zip``).
+        name: Parsed product name.
+        level: ``"L1C"`` or ``"L2A"``.
+        processing_baseline: e.g. ``"04.00"``.
+        quantification_value: DN per unit reflectance (10000).
+        offsets: Additive offset per band name (0 before baseline 04.00).
+        tile: Tile geometry from MTD_TL.xml.
+        band_paths: GDAL path per band name (``B02``..``B12``, and ``SCL`` for L2A).
+        mask_paths: GDAL paths of the L1C cloud masks present (``MSK_CLASSI`` / ``MSK_CLOUDS``).
+    """
+
+    path: Path
+    name: ProductName
+    level: str
+    processing_baseline: str
+    quantification_value: int
+    offsets: Mapping[str, int]
+    tile: TileGeometry
+    band_paths: Mapping[str, str]
+    mask_paths: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        """Product name without its generation time."""
+        return self.name.stem
+
+    @property
+    def uses_offset(self) -> bool:
+        """Whether bands carry the additive offset of baseline 04.00 and later."""
+        return any(v != 0 for v in self.offsets.values())
+
+
+class _Source:
+    """Uniform access to the files of a product folder or zip (relative POSIX paths)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.zip: zipfile.ZipFile | None = None
+        if path.is_dir():
+            self.root = path
+            self.safe_name = path.name
+        elif path.is_file():
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as exc:
+                raise CorruptProductError(
+                    f"{path}: not a readable zip ({exc}); the download is probably truncated or "
+                    "corrupt: delete it and download it again"
+                ) from exc
+            self.members = self._check_members()
+            tops = {m.split("/", 1)[0] for m in self.members}
+            safes = sorted(t for t in tops if t.endswith(".SAFE"))
+            if len(safes) != 1:
+                raise ProductNotFoundError(
+                    f"{path}: a product zip must hold exactly one top-level <name>.SAFE folder, "
+                    f"found {safes or sorted(tops)}"
+                )
+            self.safe_name = safes[0]
+        else:
+            raise ProductNotFoundError(
+                f"{path}: no such product; give a <name>.SAFE folder or a <name>.zip"
+            )
+
+    def _check_members(self) -> set[str]:
+        assert self.zip is not None
+        names = set()
+        for info in self.zip.infolist():
+            n = info.filename
+            parts = PurePosixPath(n.replace("\\", "/")).parts
+            if n.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", n) or ".." in parts:
+                raise UnsafeArchiveError(
+                    f"{self.path}: zip member {n!r} points outside the product (absolute path or "
+                    "'..'); refusing to read this archive"
+                )
+            names.add(n.rstrip("/"))
+        return names
+
+    def exists(self, rel: str) -> bool:
+        if self.zip is not None:
+            return f"{self.safe_name}/{rel}" in self.members
+        return (self.root / rel).is_file()
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            if self.zip is not None:
+                return self.zip.read(f"{self.safe_name}/{rel}")
+            return (self.root / rel).read_bytes()
+        except KeyError as exc:
+            raise MetadataError(f"{self.path}: {rel} is missing from the product") from exc
+        except FileNotFoundError as exc:
+            raise MetadataError(f"{self.path}: {rel} is missing from the product") from exc
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise CorruptProductError(f"{self.path}: cannot read {rel}: {exc}") from exc
+
+    def gdal_path(self, rel: str) -> str:
+        if self.zip is not None:
+            return f"/vsizip/{self.path.resolve()}/{self.safe_name}/{rel}"
+        return str(self.root / rel)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Relative paths matching a regular expression (full match)."""
+        rx = re.compile(pattern)
+        if self.zip is not None:
+            prefix = self.safe_name + "/"
+            return sorted(
+                m[len(prefix) :]
+                for m in self.members
+                if m.startswith(prefix) and rx.fullmatch(m[len(prefix) :])
+            )
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.is_file() and rx.fullmatch(p.relative_to(self.root).as_posix())
+        )
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+
+def _parse_xml(src: _Source, rel: str) -> Element:
+    data = src.read_bytes(rel)
+    try:
+        root: Element = DET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise MetadataError(
+            f"{src.path}: {rel} contains forbidden XML constructs ({type(exc).__name__}: {exc}); "
+            "refusing to parse a hostile metadata file"
+        ) from exc
+    except Exception as exc:  # ParseError and friends
+        raise MetadataError(f"{src.path}: {rel} is not well-formed XML: {exc}") from exc
+    return root
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _find_all(root: Element, name: str) -> list[Element]:
+    return [e for e in root.iter() if _local(e.tag) == name]
+
+
+def _text(root: Element, name: str, src: _Source, rel: str) -> str:
+    found = _find_all(root, name)
+    if not found or not (found[0].text or "").strip():
+        raise MetadataError(f"{src.path}: {rel} has no <{name}> element")
+    return (found[0].text or "").strip()
+
+
+def _int(value: str, what: str, src: _Source, rel: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError as exc:
+        raise MetadataError(f"{src.path}: {rel}: {what} {value!r} is not a number") from exc
+
+
+def _parse_tile(src: _Source, rel: str) -> TileGeometry:
+    root = _parse_xml(src, rel)
+    code = _text(root, "HORIZONTAL_CS_CODE", src, rel)
+    m = re.fullmatch(r"EPSG:(\d+)", code)
+    if not m:
+        raise MetadataError(f"{src.path}: {rel}: HORIZONTAL_CS_CODE {code!r} is not EPSG:<code>")
+    geo = [g for g in _find_all(root, "Geoposition") if g.get("resolution") == "10"]
+    sizes = [s for s in _find_all(root, "Size") if s.get("resolution") == "10"]
+    if not geo or not sizes:
+        raise MetadataError(f"{src.path}: {rel} lacks the 10 m <Geoposition> or <Size>")
+    ulx = float(_text(geo[0], "ULX", src, rel))
+    uly = float(_text(geo[0], "ULY", src, rel))
+    ncols = _int(_text(sizes[0], "NCOLS", src, rel), "NCOLS", src, rel)
+    nrows = _int(_text(sizes[0], "NROWS", src, rel), "NROWS", src, rel)
+    if ncols != nrows or ncols <= 0 or ncols % 6:
+        raise MetadataError(
+            f"{src.path}: {rel}: tile size {nrows} x {ncols} px is not square or not a multiple "
+            "of 6 px (60 m)"
+        )
+    return TileGeometry(epsg=int(m[1]), ulx_m=ulx, uly_m=uly, size_m=ncols * 10.0)
+
+
+def open_product(path: str | Path) -> Product:
+    """Resolve a SAFE folder or zip into a :class:`Product`.
+
+    Args:
+        path: ``<name>.SAFE`` folder or ``<name>.zip``.
+
+    Returns:
+        The product record, with band paths usable by rasterio.
+
+    Raises:
+        ProductNotFoundError: the path does not exist.
+        CorruptProductError: the zip cannot be read.
+        UnsafeArchiveError: the zip has members outside the product.
+        MetadataError: a metadata file is missing, malformed or hostile.
+        UnsupportedProductError: not an L1C or L2A product.
+        MissingBandError: a band listed or required is absent.
+    """
+    path = Path(path)
+    src = _Source(path)
+    try:
+        return _open(src)
+    finally:
+        src.close()
+
+
+def _open(src: _Source) -> Product:
+    name = ProductName.parse(src.safe_name)
+    mtd_rel = f"MTD_MSI{name.level}.xml"
+    if not src.exists(mtd_rel):
+        others = src.glob(r"MTD_\w+\.xml")
+        raise MetadataError(
+            f"{src.path}: {mtd_rel} not found at the product root"
+            + (f" (found {others})" if others else "")
+        )
+    mtd = _parse_xml(src, mtd_rel)
+    ptype = _text(mtd, "PRODUCT_TYPE", src, mtd_rel)
+    if ptype != PRODUCT_TYPES[name.level]:
+        raise UnsupportedProductError(
+            f"{src.path}: PRODUCT_TYPE {ptype!r} in {mtd_rel}; expected "
+            f"{PRODUCT_TYPES[name.level]} for an {name.level} product (only S2MSI1C and S2MSI2A "
+            "are supported)"
+        )
+    baseline = _text(mtd, "PROCESSING_BASELINE", src, mtd_rel)
+    if not re.fullmatch(r"\d{2}\.\d{2}", baseline):
+        raise MetadataError(f"{src.path}: {mtd_rel}: PROCESSING_BASELINE {baseline!r} malformed")
+    q_tag = "BOA_QUANTIFICATION_VALUE" if name.level == "L2A" else "QUANTIFICATION_VALUE"
+    quant = _int(_text(mtd, q_tag, src, mtd_rel), q_tag, src, mtd_rel)
+
+    off_tag = "BOA_ADD_OFFSET" if name.level == "L2A" else "RADIO_ADD_OFFSET"
+    by_index = {
+        _int(e.get("band_id", "-1"), "band_id", src, mtd_rel): _int(
+            (e.text or "").strip(), off_tag, src, mtd_rel
+        )
+        for e in _find_all(mtd, off_tag)
+    }
+    major_minor = tuple(int(v) for v in baseline.split("."))
+    if major_minor >= OFFSET_BASELINE and not by_index:
+        raise MetadataError(
+            f"{src.path}: {mtd_rel}: baseline {baseline} products must list {off_tag} per band"
+        )
+    offsets = {band: by_index.get(idx, 0) for band, idx in BAND_INDEX.items()}
+
+    image_files = [(e.text or "").strip() for e in _find_all(mtd, "IMAGE_FILE")]
+    granules = sorted({f.split("/")[1] for f in image_files if f.startswith("GRANULE/")})
+    if len(granules) != 1:
+        raise MetadataError(
+            f"{src.path}: {mtd_rel} must list the IMAGE_FILEs of exactly one granule, "
+            f"found {granules}"
+        )
+    granule = f"GRANULE/{granules[0]}"
+    tile = _parse_tile(src, f"{granule}/MTD_TL.xml")
+
+    band_paths: dict[str, str] = {}
+    wanted = [*BAND_INDEX, "SCL"] if name.level == "L2A" else list(BAND_INDEX)
+    for band in wanted:
+        if name.level == "L2A":
+            rx = re.compile(rf".*/IMG_DATA/R(\d\d)m/\w+_{band}_(\d\d)m$")
+            hits = sorted(
+                (int(m[1]), f) for f in image_files if (m := rx.fullmatch(f)) and m[1] == m[2]
+            )
+            # native resolution of each band is the finest one it is delivered at
+            hit = hits[0][1] if hits else None
+        else:
+            hit = next((f for f in image_files if f.endswith(f"_{band}")), None)
+        if hit is None:
+            if band == "B10":
+                continue  # never used; L2A does not deliver it
+            raise MissingBandError(
+                f"{src.path}: {mtd_rel} lists no image file for band {band}; the product is "
+                "incomplete"
+            )
+        rel = hit + ".jp2"
+        if not src.exists(rel):
+            raise MissingBandError(
+                f"{src.path}: band {band} file {rel} is listed in {mtd_rel} but missing; the "
+                "product is incomplete: download it again"
+            )
+        band_paths[band] = src.gdal_path(rel)
+
+    masks: dict[str, str] = {}
+    for key, fname in (("MSK_CLASSI", "MSK_CLASSI_B00.jp2"), ("MSK_CLOUDS", "MSK_CLOUDS_B00.gml")):
+        rel = f"{granule}/QI_DATA/{fname}"
+        if src.exists(rel):
+            masks[key] = src.gdal_path(rel)
+
+    return Product(
+        path=src.path,
+        name=name,
+        level=name.level,
+        processing_baseline=baseline,
+        quantification_value=quant,
+        offsets=offsets,
+        tile=tile,
+        band_paths=band_paths,
+        mask_paths=masks,
+    )
+
+
+@contextmanager
+def _open_raster(product: Product, key: str, path: str) -> Iterator[Any]:
+    try:
+        with rasterio.open(path) as ds:
+            yield ds
+    except RasterioIOError as exc:
+        raise CorruptProductError(f"{product.path}: cannot read {key} ({path}): {exc}") from exc
+
+
+def read_raster(product: Product, key: str, path: str, resolution_m: int) -> np.ndarray:
+    """Read band 1 of a product raster whole, checking its size against the tile.
+
+    Args:
+        product: The product the raster belongs to (for error messages and geometry).
+        key: What the raster is (band name, ``SCL``, mask name), for error messages.
+        path: GDAL path of the raster.
+        resolution_m: The raster's pixel size; its side must be the tile side at this size.
+
+    Returns:
+        The raster's first band as a 2-D array (all bands for multi-band masks, 3-D).
+    """
+    n = product.tile.size_px(resolution_m)
+    with _open_raster(product, key, path) as ds:
+        if (ds.height, ds.width) != (n, n):
+            raise BandShapeError(
+                f"{product.path}: {key} is {ds.width} x {ds.height} px, but MTD_TL.xml makes the "
+                f"tile {n} x {n} px at {resolution_m} m"
+            )
+        try:
+            data = ds.read() if ds.count > 1 else ds.read(1)
+        except RasterioIOError as exc:
+            raise CorruptProductError(
+                f"{product.path}: {key} ({path}) cannot be decoded: {exc}"
+            ) from exc
+    return np.asarray(data)
+
+
+def harmonize(dn: np.ndarray, offset: int) -> np.ndarray:
+    """Apply an additive radiometric offset, keeping 0 as no-data and valid pixels >= 1.
+
+    Args:
+        dn: uint16 digital numbers as stored in the product.
+        offset: The band's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` (0 before baseline 04.00).
+
+    Returns:
+        uint16 DNs in the pre-04.00 convention (the input itself when ``offset`` is 0).
+    """
+    if offset == 0:
+        return dn
+    out = dn.astype(np.int32)
+    out += offset
+    np.clip(out, 1, np.iinfo(np.uint16).max, out=out)
+    out[dn == 0] = 0
+    return out.astype(np.uint16)
+
+
+def read_band(product: Product, band: str, resolution_m: int) -> np.ndarray:
+    """Read one spectral band whole, harmonized to the pre-04.00 DN convention."""
+    if band not in product.band_paths:
+        raise MissingBandError(f"{product.path}: band {band} is not in the product")
+    dn = read_raster(product, band, product.band_paths[band], resolution_m)
+    if dn.dtype != np.uint16:
+        raise BandShapeError(f"{product.path}: band {band} is {dn.dtype}, expected uint16")
+    return harmonize(dn, product.offsets.get(band, 0))
+
+
+def product_info(product: Product) -> dict[str, Any]:
+    """Plain-data summary of a product for metadata and reports."""
+    return {
+        "product": product.name.name,
+        "level": product.level,
+        "tile_id": product.name.tile_id,
+        "sensing_time": product.name.sensing_time.isoformat(),
+        "processing_baseline": product.processing_baseline,
+        "quantification_value": product.quantification_value,
+        "radiometric_offset": {k: v for k, v in product.offsets.items() if v},
+        "epsg": product.tile.epsg,
+        "ulx_m": product.tile.ulx_m,
+        "uly_m": product.tile.uly_m,
+        "size_m": product.tile.size_m,
+    }

@@ -1,0 +1,338 @@
+"""Write synthetic scenes in the real formats: SAFE products (JP2 + MTD XML) and a CLC GeoPackage.
+
+Every product is written under a temporary name and renamed when complete, so an interrupted run
+never leaves a half-written product that looks whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import shapely
+from pyproj import Transformer
+
+from ben_builder import specs
+from ben_builder.grid import TileGeometry
+from ben_builder.synth.products import ProductRecipe
+from ben_builder.synth.scene import (
+    NO_POLYGON,
+    Acquisition,
+    Scene,
+    make_scene,
+    render_band,
+    render_classi,
+    render_scl,
+)
+from ben_builder.synth.truth import patch_truth
+
+log = logging.getLogger(__name__)
+
+L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+             "B12")  # fmt: skip
+BAND_ID = {b: i for i, b in enumerate(L1C_BANDS)}
+
+
+def _jp2_options(n: int) -> dict[str, str]:
+    block = str(min(n, 1024))
+    return {"REVERSIBLE": "YES", "QUALITY": "100", "BLOCKXSIZE": block, "BLOCKYSIZE": block,
+            "YCC": "NO"}  # fmt: skip
+
+
+def write_jp2(path: Path, data: np.ndarray, tile: TileGeometry, resolution_m: int) -> None:
+    """Write a lossless, georeferenced JP2 (one or more bands)."""
+    arr = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path, "w", driver="JP2OpenJPEG", width=arr.shape[2], height=arr.shape[1],
+        count=arr.shape[0], dtype=arr.dtype.name, crs=f"EPSG:{tile.epsg}",
+        transform=tile.transform(resolution_m), **_jp2_options(arr.shape[1]),
+    ) as ds:  # fmt: skip
+        ds.write(arr)
+    aux = path.with_name(path.name + ".aux.xml")
+    if aux.exists():
+        aux.unlink()
+
+
+def _granule_id(r: ProductRecipe) -> str:
+    abs_orbit = 10000 + r.relative_orbit * 7
+    return f"{r.level}_{r.tile_id}_A{abs_orbit:06d}_{r.generation.strftime('%Y%m%dT%H%M%S')}"
+
+
+def _band_files(r: ProductRecipe) -> dict[str, tuple[str, int]]:
+    """Band name -> (path of the JP2 relative to the SAFE root, without .jp2; resolution)."""
+    prefix = f"{r.tile_id}_{r.sensing.strftime('%Y%m%dT%H%M%S')}"
+    img = f"GRANULE/{_granule_id(r)}/IMG_DATA"
+    res = {b.name: b.resolution_m for b in specs.bands().bands}
+    res["B10"] = 60
+    if r.level == "L1C":
+        return {b: (f"{img}/{prefix}_{b}", res[b]) for b in L1C_BANDS}
+    out = {b: (f"{img}/R{res[b]}m/{prefix}_{b}_{res[b]}m", res[b]) for b in res if b != "B10"}
+    out["SCL"] = (f"{img}/R20m/{prefix}_SCL_20m", 20)
+    return out
+
+
+def _mtd_product(r: ProductRecipe, files: Iterable[str]) -> str:
+    lvl = r.level
+    ns = f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{lvl[1:]}.xsd"
+    root = "Level-2A_User_Product" if lvl == "L2A" else "Level-1C_User_Product"
+    image_files = "\n".join(f"            <IMAGE_FILE>{escape(f)}</IMAGE_FILE>" for f in files)
+    if lvl == "L2A":
+        quant = (
+            '<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000'
+            '</BOA_QUANTIFICATION_VALUE><AOT_QUANTIFICATION_VALUE unit="none">1000.0'
+            "</AOT_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>"
+        )
+        off_list, off_tag = "BOA_ADD_OFFSET_VALUES_LIST", "BOA_ADD_OFFSET"
+    else:
+        quant = '<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>'
+        off_list, off_tag = "Radiometric_Offset_List", "RADIO_ADD_OFFSET"
+    offsets = ""
+    if r.offset:
+        items = "".join(
+            f'<{off_tag} band_id="{i}">{r.offset}</{off_tag}>' for i in range(len(L1C_BANDS))
+        )
+        offsets = f"<{off_list}>{items}</{off_list}>"
+    start = r.sensing.strftime("%Y-%m-%dT%H:%M:%S.024Z")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:{root} xmlns:n1="{ns}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <n1:General_Info>
+    <Product_Info>
+      <PRODUCT_START_TIME>{start}</PRODUCT_START_TIME>
+      <PRODUCT_URI>{r.name}.SAFE</PRODUCT_URI>
+      <PROCESSING_LEVEL>Level-{lvl[1:]}</PROCESSING_LEVEL>
+      <PRODUCT_TYPE>S2MSI{lvl[1:]}</PRODUCT_TYPE>
+      <PROCESSING_BASELINE>{r.baseline}</PROCESSING_BASELINE>
+      <GENERATION_TIME>{r.generation.strftime("%Y-%m-%dT%H:%M:%S.000000Z")}</GENERATION_TIME>
+      <Datatake datatakeIdentifier="GS2A_{r.sensing.strftime("%Y%m%dT%H%M%S")}">
+        <SPACECRAFT_NAME>Sentinel-2{r.mission[-1]}</SPACECRAFT_NAME>
+        <SENSING_ORBIT_NUMBER>{r.relative_orbit}</SENSING_ORBIT_NUMBER>
+      </Datatake>
+      <Product_Organisation>
+        <Granule_List>
+          <Granule granuleIdentifier="{_granule_id(r)}" imageFormat="JPEG2000">
+{image_files}
+          </Granule>
+        </Granule_List>
+      </Product_Organisation>
+    </Product_Info>
+    <Product_Image_Characteristics>
+      {quant}
+      {offsets}
+    </Product_Image_Characteristics>
+  </n1:General_Info>
+</n1:{root}>
+"""
+
+
+def _mtd_tile(r: ProductRecipe, tile: TileGeometry) -> str:
+    ns = f"https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{r.level[1:]}_Tile_Metadata.xsd"
+    zone = tile.epsg % 100
+    gen = r.generation.strftime("%Y%m%dT%H%M%S")
+    tile_name = f"S2A_OPER_MSI_{r.level}_TL_SGS__{gen}_{r.tile_id}_N{r.baseline.replace('.', '')}"
+    sizes = "".join(
+        f'<Size resolution="{res}"><NROWS>{tile.size_px(res)}</NROWS>'
+        f"<NCOLS>{tile.size_px(res)}</NCOLS></Size>"
+        for res in (10, 20, 60)
+    )
+    geos = "".join(
+        f'<Geoposition resolution="{res}"><ULX>{tile.ulx_m:.0f}</ULX><ULY>{tile.uly_m:.0f}</ULY>'
+        f"<XDIM>{res}</XDIM><YDIM>-{res}</YDIM></Geoposition>"
+        for res in (10, 20, 60)
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-{r.level[1:]}_Tile_ID xmlns:n1="{ns}">
+  <n1:General_Info>
+    <TILE_ID>{tile_name}</TILE_ID>
+    <SENSING_TIME>{r.sensing.strftime("%Y-%m-%dT%H:%M:%S.457Z")}</SENSING_TIME>
+  </n1:General_Info>
+  <n1:Geometric_Info>
+    <Tile_Geocoding metadataLevel="Brief">
+      <HORIZONTAL_CS_NAME>WGS84 / UTM zone {zone}N</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_CODE>EPSG:{tile.epsg}</HORIZONTAL_CS_CODE>
+      {sizes}
+      {geos}
+    </Tile_Geocoding>
+  </n1:Geometric_Info>
+</n1:Level-{r.level[1:]}_Tile_ID>
+"""
+
+
+def cloud_gml(mask: np.ndarray, tile: TileGeometry) -> str:
+    """Old-baseline L1C ``MSK_CLOUDS_B00.gml``: OPAQUE cloud polygons in the tile CRS."""
+    srs = f"urn:ogc:def:crs:EPSG::{tile.epsg}"
+    members = []
+    shapes = rasterio.features.shapes(
+        mask.astype("u1"), mask=mask, transform=tile.transform(60), connectivity=4
+    )
+    for i, (geom, _) in enumerate(shapes):
+        rings = []
+        for k, ring in enumerate(geom["coordinates"]):
+            pos = " ".join(f"{x:.0f} {y:.0f}" for x, y in ring)
+            tag = "exterior" if k == 0 else "interior"
+            rings.append(
+                f'<gml:{tag}><gml:LinearRing><gml:posList srsDimension="2">{pos}'
+                f"</gml:posList></gml:LinearRing></gml:{tag}>"
+            )
+        members.append(
+            f'<eop:MaskFeature gml:id="OPAQUE.{i}"><eop:maskType '
+            f'codeSpace="urn:gs2:S2PDGS:maskType">OPAQUE</eop:maskType><eop:extentOf>'
+            f'<gml:Polygon gml:id="OPAQUE.{i}.Polygon" srsName="{srs}">{"".join(rings)}'
+            "</gml:Polygon></eop:extentOf></eop:MaskFeature>"
+        )
+    lrx, lry = tile.ulx_m + tile.size_m, tile.uly_m - tile.size_m
+    body = f"<eop:maskMembers>{''.join(members)}</eop:maskMembers>" if members else ""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<eop:Mask xmlns:eop="http://www.opengis.net/eop/2.0" '
+        'xmlns:gml="http://www.opengis.net/gml/3.2" gml:id="Cloud_Mask">'
+        f'<gml:boundedBy><gml:Envelope srsName="{srs}"><gml:lowerCorner>{tile.ulx_m:.0f} '
+        f"{lry:.0f}</gml:lowerCorner><gml:upperCorner>{lrx:.0f} {tile.uly_m:.0f}"
+        f"</gml:upperCorner></gml:Envelope></gml:boundedBy>{body}</eop:Mask>\n"
+    )
+
+
+def scene_for(tile_id: str, size_px: int, seed: int) -> Scene:
+    """The scene of a known tile, ``size_px`` pixels (10 m) square."""
+    if size_px <= 0 or size_px % 6:
+        raise ValueError(f"size_px must be a positive multiple of 6, got {size_px}")
+    t = specs.tiles().get(tile_id)
+    geom = TileGeometry(epsg=t.epsg, ulx_m=t.ulx_m, uly_m=t.uly_m, size_m=size_px * 10.0)
+    return make_scene(tile_id, geom, seed)
+
+
+def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
+    """Write one product as ``<name>.SAFE`` or ``<name>.zip`` under ``out_dir``; skip if present."""
+    final = out_dir / (f"{r.name}.zip" if r.zipped else f"{r.name}.SAFE")
+    if final.exists():
+        log.info("skip %s: already written", final.name)
+        return final
+    acq = r.acquisition(scene)
+    work = out_dir / f".{r.name}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    safe = work / f"{r.name}.SAFE"
+    tile = scene.geometry
+    files = _band_files(r)
+    for band, (rel, res) in files.items():
+        if band == "SCL":
+            data = render_scl(scene, acq)
+        elif band == "B10":  # cirrus band: not used downstream, dim except under cloud
+            b09 = render_band(scene, acq, "B09", res, r.level)
+            data = np.where(b09 > 0, b09 // 8 + 1, 0).astype(np.uint16)
+        else:
+            data = render_band(scene, acq, band, res, r.level)
+            if r.offset:
+                valid = data != 0
+                data = data.astype(np.int32)
+                data[valid] -= r.offset
+                data = np.clip(data, 0, 65535).astype(np.uint16)
+        write_jp2(safe / f"{rel}.jp2", data, tile, res)
+    granule = safe / "GRANULE" / _granule_id(r)
+    (safe / f"MTD_MSI{r.level}.xml").write_text(_mtd_product(r, [f for f, _ in files.values()]))
+    (granule / "MTD_TL.xml").write_text(_mtd_tile(r, tile))
+    if r.level == "L1C":
+        if r.offset:
+            write_jp2(granule / "QI_DATA" / "MSK_CLASSI_B00.jp2", render_classi(acq), tile, 60)
+        else:
+            (granule / "QI_DATA").mkdir(parents=True, exist_ok=True)
+            (granule / "QI_DATA" / "MSK_CLOUDS_B00.gml").write_text(cloud_gml(acq.cloud, tile))
+    if r.zipped:
+        tmp_zip = out_dir / f".{r.name}.zip.partial"
+        with zipfile.ZipFile(tmp_zip, "w") as zf:
+            for p in sorted(safe.rglob("*")):
+                arc = p.relative_to(work).as_posix()
+                if p.is_dir():
+                    zf.write(p, arc + "/")
+                else:
+                    method = zipfile.ZIP_STORED if p.suffix == ".jp2" else zipfile.ZIP_DEFLATED
+                    zf.write(p, arc, compress_type=method)
+        os.replace(tmp_zip, final)
+        shutil.rmtree(work)
+    else:
+        os.replace(safe, final)
+        work.rmdir()
+    log.info("wrote %s", final.name)
+    return final
+
+
+def clc_frame(scenes: Iterable[Scene]) -> gpd.GeoDataFrame:
+    """CLC-schema polygons (EPSG:3035) of the scenes' land-cover cells; uncovered cells omitted."""
+    rows: list[dict[str, object]] = []
+    for scene in scenes:
+        g = scene.geometry
+        transform = rasterio.Affine(scene.cell_m, 0, g.ulx_m, 0, -scene.cell_m, g.uly_m)
+        to_laea = Transformer.from_crs(g.epsg, 3035, always_xy=True)
+
+        def project(xy: np.ndarray, t: Transformer = to_laea) -> np.ndarray:
+            return np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+
+        for geom, value in rasterio.features.shapes(
+            scene.cells, mask=scene.cells != NO_POLYGON, transform=transform, connectivity=4
+        ):
+            poly = shapely.segmentize(shapely.geometry.shape(geom), 100.0)
+            poly = shapely.transform(poly, project)
+            rows.append({"Code_18": f"{int(value):03d}", "geometry": poly})
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:3035")
+    frame["geometry"] = frame.geometry.apply(lambda p: shapely.MultiPolygon([p]))
+    frame.insert(0, "ID", [f"EU_{i:07d}" for i in range(1, len(frame) + 1)])
+    frame.insert(2, "Remark", pd.Series([None] * len(frame), dtype="object"))
+    frame.insert(3, "Area_Ha", frame.geometry.area / 1e4)
+    return frame.rename_geometry("Shape")
+
+
+def write_clc(scenes: Iterable[Scene], out_dir: Path) -> Path:
+    """Write the CLC GeoPackage (real file, layer and field names) covering ``scenes``."""
+    src = specs.clc().source
+    final = out_dir / src.file
+    tmp = out_dir / f".{src.file}.partial.gpkg"
+    if tmp.exists():
+        tmp.unlink()
+    frame = clc_frame(scenes)
+    frame.to_file(tmp, layer=src.layer, driver="GPKG", engine="pyogrio")
+    os.replace(tmp, final)
+    log.info("wrote %s (%d polygons)", final.name, len(frame))
+    return final
+
+
+def write_truth(r: ProductRecipe, scene: Scene, acq: Acquisition, out_dir: Path) -> Path:
+    """Record a product's ground truth per patch as parquet under ``out_dir``."""
+    table = patch_truth(scene, acq, r.level, r.stem)
+    path = out_dir / f"{r.stem}.parquet"
+    tmp = path.with_name(path.name + ".partial")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def write_dataset(
+    recipes: list[ProductRecipe], out_dir: Path, size_px: int, seed: int = 0
+) -> dict[str, object]:
+    """Write products, the CLC GeoPackage and ground truth for ``recipes`` under ``out_dir``.
+
+    Layout: ``products/`` (SAFE folders and zips), ``clc/`` (the GeoPackage), ``ground_truth/``.
+
+    Returns:
+        Paths written: ``{"products": [...], "clc": path, "truth": [...]}``.
+    """
+    (out_dir / "products").mkdir(parents=True, exist_ok=True)
+    (out_dir / "clc").mkdir(exist_ok=True)
+    (out_dir / "ground_truth").mkdir(exist_ok=True)
+    scenes = {t: scene_for(t, size_px, seed) for t in sorted({r.tile_id for r in recipes})}
+    products, truth = [], []
+    for r in recipes:
+        scene = scenes[r.tile_id]
+        products.append(write_product(r, scene, out_dir / "products"))
+        truth.append(write_truth(r, scene, r.acquisition(scene), out_dir / "ground_truth"))
+    clc = write_clc(scenes.values(), out_dir / "clc")
+    return {"products": products, "clc": clc, "truth": truth}
