@@ -205,6 +205,12 @@ class _Source:
             return f"/vsizip/{self.path.resolve()}/{self.safe_name}/{rel}"
         return str(self.root / rel)
 
+    def relative(self, gdal_path: str) -> str:
+        """Inverse of :meth:`gdal_path`."""
+        if self.zip is not None:
+            return gdal_path.split(f"/{self.safe_name}/", 1)[1]
+        return Path(gdal_path).relative_to(self.root).as_posix()
+
     def glob(self, pattern: str) -> list[str]:
         """Relative paths matching a regular expression (full match)."""
         rx = re.compile(pattern)
@@ -483,3 +489,67 @@ def product_info(product: Product) -> dict[str, Any]:
         "uly_m": product.tile.uly_m,
         "size_m": product.tile.size_m,
     }
+
+
+def read_scl(product: Product) -> np.ndarray:
+    """The L2A Scene Classification map (20 m, uint8)."""
+    if "SCL" not in product.band_paths:
+        raise MissingBandError(f"{product.path}: no SCL layer; is this an L2A product?")
+    return read_raster(product, "SCL", product.band_paths["SCL"], 20)
+
+
+def read_classi(product: Product) -> np.ndarray | None:
+    """L1C ``MSK_CLASSI_B00.jp2`` (60 m, bands: opaque cloud, cirrus, snow), or None if absent."""
+    path = product.mask_paths.get("MSK_CLASSI")
+    if path is None:
+        return None
+    data = read_raster(product, "MSK_CLASSI_B00", path, 60)
+    if data.ndim != 3 or data.shape[0] < 3:
+        raise BandShapeError(
+            f"{product.path}: MSK_CLASSI_B00 must have 3 bands (cloud, cirrus, snow)"
+        )
+    return data
+
+
+def read_cloud_gml(
+    product: Product,
+) -> list[tuple[list[tuple[float, float]], list[list[tuple[float, float]]]]] | None:
+    """Polygons of an old-baseline L1C ``MSK_CLOUDS_B00.gml`` (OPAQUE and CIRRUS), or None.
+
+    Returns:
+        ``[(exterior, [interiors...]), ...]`` with coordinates in the tile CRS.
+    """
+    path = product.mask_paths.get("MSK_CLOUDS")
+    if path is None:
+        return None
+    src = _Source(product.path)
+    try:
+        rel = src.relative(path)
+        root = _parse_xml(src, rel)
+    finally:
+        src.close()
+    polygons = []
+    for feat in _find_all(root, "MaskFeature"):
+        kind = next((e.text or "" for e in _find_all(feat, "maskType")), "")
+        if kind.strip() not in ("OPAQUE", "CIRRUS"):
+            continue
+        for poly in _find_all(feat, "Polygon"):
+            rings = []
+            for ring_tag in ("exterior", "interior"):
+                for ring in _find_all(poly, ring_tag):
+                    for pos in _find_all(ring, "posList"):
+                        try:
+                            vals = [float(v) for v in (pos.text or "").split()]
+                        except ValueError as exc:
+                            raise MetadataError(
+                                f"{product.path}: {rel}: bad posList: {exc}"
+                            ) from exc
+                        if len(vals) % 2 or len(vals) < 8:
+                            raise MetadataError(
+                                f"{product.path}: {rel}: posList of {len(vals)} values"
+                            )
+                        rings.append((ring_tag, list(zip(vals[::2], vals[1::2], strict=True))))
+            ext = [r for t, r in rings if t == "exterior"]
+            if ext:
+                polygons.append((ext[0], [r for t, r in rings if t == "interior"]))
+    return polygons

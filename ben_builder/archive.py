@@ -1,0 +1,166 @@
+"""Write the archive: per-patch GeoTIFFs in the BigEarthNet layouts and the metadata parquet files.
+
+Every file is written under a ``.partial`` name and renamed into place, so a killed run leaves
+either no file or a whole one. Files that already exist are not rewritten; GeoTIFF output is
+deterministic, so a re-run gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+log = logging.getLogger(__name__)
+
+S2_DIR = "BigEarthNet-S2"
+V1_DIR = "BigEarthNet-v1.0"
+REFMAP_DIR = "Reference_Maps"
+PARTS_DIR = "_parts"
+METADATA = "metadata.parquet"
+FLAGGED = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+PARTIAL = ".partial"
+METADATA_COLUMNS = (
+    "patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
+    "contains_seasonal_snow", "contains_cloud_or_shadow",
+)  # fmt: skip
+
+
+def atomic_path(path: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to ``path``."""
+    return path.with_name(path.name + PARTIAL)
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete ``*.partial`` leftovers of a killed run under ``folder``; return how many."""
+    if not folder.exists():
+        return 0
+    count = 0
+    for p in folder.rglob(f"*{PARTIAL}"):
+        if p.is_file():
+            p.unlink()
+            count += 1
+    return count
+
+
+def write_geotiff(
+    path: Path, array: np.ndarray, crs: CRS, transform: Affine, compress: str | None = None
+) -> bool:
+    """Write a single-band uint16 GeoTIFF (nodata 0) atomically.
+
+    Args:
+        path: Final file path.
+        array: 2-D uint16 array.
+        crs: Coordinate reference system.
+        transform: Geotransform of the array.
+        compress: GDAL compression (``None`` for uncompressed, ``"deflate"`` for reference maps).
+
+    Returns:
+        False if ``path`` already existed (nothing written), True otherwise.
+    """
+    if path.exists():
+        return False
+    tmp = atomic_path(path)
+    opts = {"compress": compress} if compress else {}
+    with rasterio.open(
+        tmp, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
+        dtype="uint16", crs=crs, transform=transform, nodata=0, **opts,
+    ) as ds:  # fmt: skip
+        ds.write(array, 1)
+    os.replace(tmp, path)
+    return True
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Write JSON atomically (sorted keys, so output is deterministic)."""
+    tmp = atomic_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """Write a parquet file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    frame.to_parquet(tmp, index=False, engine="pyarrow")
+    os.replace(tmp, path)
+
+
+def patch_dir(root: Path, product_stem: str, patch_id: str) -> Path:
+    """Folder of one patch's band files in the v2 layout."""
+    return root / S2_DIR / product_stem / patch_id
+
+
+def refmap_path(root: Path, product_stem: str, patch_id: str) -> Path:
+    """Path of one patch's reference map in the v2 layout."""
+    return root / REFMAP_DIR / product_stem / patch_id / f"{patch_id}_reference_map.tif"
+
+
+def part_path(root: Path, product_stem: str) -> Path:
+    """Per-product metadata part; its presence marks the product as finished."""
+    return root / PARTS_DIR / f"{product_stem}.parquet"
+
+
+def write_patch_bands(
+    folder: Path,
+    patch_id: str,
+    bands: Mapping[str, np.ndarray],
+    transforms: Mapping[str, Affine],
+    crs: CRS,
+) -> int:
+    """Write one patch's band GeoTIFFs ``<patch>_<band>.tif``; return how many were new."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return sum(
+        write_geotiff(folder / f"{patch_id}_{name}.tif", arr, crs, transforms[name])
+        for name, arr in bands.items()
+    )
+
+
+def v1_metadata(
+    labels43: Sequence[str],
+    bounds: tuple[float, float, float, float],
+    crs: CRS,
+    tile_source: str,
+    acquisition_date: str,
+) -> dict[str, object]:
+    """Content of a v1 ``<patch>_labels_metadata.json``."""
+    ulx, uly, lrx, lry = bounds
+    return {
+        "labels": list(labels43),
+        "coordinates": {"ulx": ulx, "uly": uly, "lrx": lrx, "lry": lry},
+        "projection": crs.to_wkt(),
+        "tile_source": tile_source,
+        "acquisition_date": acquisition_date,
+    }
+
+
+def finalize(root: Path) -> dict[str, int]:
+    """Combine the per-product parts into ``metadata.parquet`` and the flagged-patches parquet.
+
+    Rows are sorted by ``patch_id`` so the output does not depend on the order products finished.
+
+    Returns:
+        Row counts: ``{"metadata": n, "flagged": m}``.
+    """
+    parts = sorted((root / PARTS_DIR).glob("*.parquet"))
+    if not parts:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in METADATA_COLUMNS})
+    else:
+        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    frame = frame.sort_values("patch_id", kind="stable").reset_index(drop=True)
+    if "flagged" in frame:
+        flagged_mask = frame["flagged"].astype(bool)
+    else:
+        flagged_mask = pd.Series(False, index=frame.index)
+    cols = list(METADATA_COLUMNS)
+    write_parquet(root / METADATA, frame.loc[~flagged_mask, cols].reset_index(drop=True))
+    write_parquet(root / FLAGGED, frame.loc[flagged_mask, cols].reset_index(drop=True))
+    return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}

@@ -1,0 +1,103 @@
+"""Read CORINE Land Cover 2018 polygons for one tile and rasterize them onto its 10 m grid.
+
+Only the tile's bounding box is read (in the file's CRS, through the GeoPackage's R-tree spatial
+index with pyogrio), so memory grows with the tile's polygons, not with the 8 GB file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import rasterio.features
+import shapely
+from pyogrio.errors import DataLayerError, DataSourceError
+from pyproj import CRS, Transformer
+
+from ben_builder.errors import ClcError
+from ben_builder.grid import TileGeometry
+from ben_builder.specs import ClcSpec
+
+log = logging.getLogger(__name__)
+
+
+def _layer(path: Path, spec: ClcSpec) -> str | None:
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except (DataSourceError, OSError) as exc:
+        raise ClcError(f"{path}: cannot open as a vector dataset ({exc})") from exc
+    if spec.source.layer in layers:
+        return spec.source.layer
+    if len(layers) == 1:
+        return layers[0]
+    raise ClcError(
+        f"{path}: no layer {spec.source.layer!r} (layers: {layers}); pass the CLC 2018 GeoPackage"
+    )
+
+
+def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
+    """Polygons (``Code_18`` + geometry) of the CLC file that overlap ``tile``, in the tile's CRS.
+
+    Args:
+        path: The CLC GeoPackage (or a shapefile with the same schema).
+        tile: The tile whose footprint to read.
+        spec: CLC schema and codes.
+
+    Raises:
+        ClcError: unreadable file, missing ``Code_18`` field, unexpected CRS, unknown code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ClcError(f"{path}: CLC file not found; set clc_path to the CLC 2018 GeoPackage")
+    layer = _layer(path, spec)
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except (DataSourceError, DataLayerError) as exc:
+        raise ClcError(f"{path}: cannot read layer {layer!r}: {exc}") from exc
+    field = spec.source.code_field
+    if field not in list(info["fields"]):
+        raise ClcError(
+            f"{path}: layer {layer!r} has no {field!r} field (fields: {list(info['fields'])}); "
+            "this is not CLC 2018 data"
+        )
+    file_crs = CRS.from_user_input(info["crs"]) if info["crs"] else None
+    expected = CRS.from_user_input(spec.source.crs)
+    if file_crs is None or not file_crs.equals(expected):
+        raise ClcError(
+            f"{path}: CRS is {file_crs.to_string() if file_crs else 'undefined'}, expected "
+            f"{spec.source.crs} (ETRS89-LAEA) as in the official CLC 2018 release"
+        )
+    to_file = Transformer.from_crs(tile.epsg, expected, always_xy=True)
+    bbox = to_file.transform_bounds(
+        tile.ulx_m, tile.uly_m - tile.size_m, tile.ulx_m + tile.size_m, tile.uly_m, densify_pts=21
+    )
+    try:
+        frame = pyogrio.read_dataframe(path, layer=layer, columns=[field], bbox=bbox)
+    except (DataSourceError, DataLayerError) as exc:
+        raise ClcError(f"{path}: cannot read polygons: {exc}") from exc
+    codes = frame[field].astype(str)
+    unknown = sorted(set(codes) - spec.all_codes)
+    if unknown:
+        raise ClcError(f"{path}: unknown {field} codes {unknown[:10]}; expected CLC Level-3 codes")
+    geoms = frame.geometry.values
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.info("%s: repairing %d invalid geometries", path.name, int(invalid.sum()))
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
+    out = gpd.GeoDataFrame({"code": codes.astype(np.uint16).values}, geometry=geoms, crs=expected)
+    return out.to_crs(epsg=tile.epsg)
+
+
+def rasterize_codes(polygons: gpd.GeoDataFrame, tile: TileGeometry, no_polygon: int) -> np.ndarray:
+    """CLC code of every 10 m pixel of the tile (pixel-centre rule); ``no_polygon`` elsewhere."""
+    n = tile.size_px(10)
+    if len(polygons) == 0:
+        return np.full((n, n), no_polygon, np.uint16)
+    shapes = zip(polygons.geometry.values, polygons["code"].astype(int).values, strict=True)
+    return rasterio.features.rasterize(
+        shapes, out_shape=(n, n), transform=tile.transform(10), fill=no_polygon,
+        all_touched=False, dtype="uint16",
+    )  # fmt: skip

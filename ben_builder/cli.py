@@ -1,0 +1,167 @@
+"""The ``ben-builder`` command line: one subcommand per stage."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import rasterio
+from tqdm import tqdm
+
+from ben_builder import __version__, archive
+from ben_builder.errors import BenBuilderError
+
+log = logging.getLogger("ben_builder")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def gdal_env() -> rasterio.Env:
+    """GDAL settings for every entry point (block cache bounded, no directory scans)."""
+    return rasterio.Env(GDAL_CACHEMAX=256, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
+                        GDAL_NUM_THREADS=1)  # fmt: skip
+
+
+def _friendly(fn: F) -> F:
+    """Turn BenBuilderError into a one-line message and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with gdal_env():
+                return fn(*args, **kwargs)
+        except BenBuilderError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Build BigEarthNet-style archives from Sentinel-2 products and CLC 2018."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for products/, clc/ and ground_truth/.",
+)
+@click.option(
+    "--size-px",
+    type=int,
+    default=2460,
+    show_default=True,
+    help="Tile side in 10 m pixels (10980 = a real full tile; multiple of 6).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--tile",
+    "tiles",
+    multiple=True,
+    help="Only products of these tiles (default: all of the demo set).",
+)
+def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> None:
+    """Write synthetic products (SAFE, JP2), a CLC GeoPackage and the ground truth."""
+    from ben_builder.synth.products import demo_recipes
+    from ben_builder.synth.writer import write_dataset
+
+    @_friendly
+    def run() -> None:
+        recipes = [r for r in demo_recipes() if not tiles or r.tile_id in tiles]
+        if not recipes:
+            raise click.BadParameter(f"no demo products for tiles {tiles}")
+        written = write_dataset(recipes, out_dir, size_px=size_px, seed=seed)
+        click.echo(f"{len(written['products'])} products, CLC {written['clc']} under {out_dir}")
+
+    run()
+
+
+def _run_products(
+    products: tuple[Path, ...], out: Path, clc: Path | None, layout: str, fail_fast: bool
+) -> None:
+    from ben_builder.process import Options, process_product
+
+    options = Options(clc_path=clc, layout=layout)  # type: ignore[arg-type]
+    failures: list[tuple[Path, str]] = []
+    with tqdm(total=len(products), unit="product", desc="products", disable=None) as bar:
+        for path in products:
+            with tqdm(unit="patch", desc=path.name[:44], leave=False, disable=None) as pbar:
+                try:
+                    s = process_product(path, out, options, on_patch=pbar.update)
+                except BenBuilderError as exc:
+                    if fail_fast:
+                        raise
+                    failures.append((path, str(exc)))
+                    log.error("%s", exc)
+                else:
+                    tqdm.write(s.line() + (" (already done)" if s.skipped else ""))
+            bar.update()
+    counts = archive.finalize(out)
+    click.echo(f"metadata: {counts['metadata']} patches, flagged: {counts['flagged']} -> {out}")
+    if failures:
+        for path, msg in failures:
+            click.echo(f"FAILED {path.name}: {msg}", err=True)
+        raise SystemExit(1)
+
+
+_products_arg = click.argument("products", nargs=-1, required=True, type=click.Path(path_type=Path))
+_out_opt = click.option("--out", type=click.Path(path_type=Path), required=True,
+                        help="Archive root folder.")  # fmt: skip
+_layout_opt = click.option(
+    "--layout",
+    type=click.Choice(["v2", "v1", "both"]),
+    default="v2",
+    show_default=True,
+    help="BigEarthNet v2 layout, v1 layout or both.",
+)
+_ff_opt = click.option("--fail-fast", is_flag=True, help="Stop at the first failing product.")
+
+
+@main.command()
+@_products_arg
+@_out_opt
+@click.option(
+    "--clc",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CLC 2018 GeoPackage: also label and screen by labels (else unlabelled).",
+)
+@_layout_opt
+@_ff_opt
+def patch(products: tuple[Path, ...], out: Path, clc: Path | None, layout: str,
+          fail_fast: bool) -> None:  # fmt: skip
+    """Cut PRODUCTS (.SAFE folders or .zip) into 1.2 km patches under --out."""
+    _friendly(_run_products)(products, out, clc, layout, fail_fast)
+
+
+@main.command()
+@_products_arg
+@_out_opt
+@click.option("--clc", type=click.Path(path_type=Path), required=True, help="CLC 2018 GeoPackage.")
+@_layout_opt
+@_ff_opt
+def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
+            fail_fast: bool) -> None:  # fmt: skip
+    """Cut, label from CLC 2018 and screen PRODUCTS, writing patches and metadata under --out.
+
+    Prints a per-tile summary: candidates, dropped for no-data, dropped for unlabelled, flagged
+    cloud/shadow, flagged snow, kept.
+    """
+    _friendly(_run_products)(products, out, clc, layout, fail_fast)
+
+
+if __name__ == "__main__":
+    main()

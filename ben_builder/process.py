@@ -1,0 +1,246 @@
+"""Process one product: read bands, cut the grid, label, screen, write patches and metadata.
+
+This is the unit of work of the chain (one Dask task per product). It takes paths and small
+records, and returns a plain summary; the finished product is marked by its metadata part
+``_parts/<product>.parquet``, so a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import rasterio.features
+from rasterio.crs import CRS
+from shapely.geometry import Polygon
+
+from ben_builder import archive, specs
+from ben_builder.clc import rasterize_codes, read_clc
+from ben_builder.grid import PatchGrid, split_for
+from ben_builder.labels import label_patches
+from ben_builder.safe import (
+    Product,
+    open_product,
+    read_band,
+    read_classi,
+    read_cloud_gml,
+    read_scl,
+)
+from ben_builder.screen import (
+    MaskSet,
+    masks_from_classi,
+    masks_from_scl,
+    nodata_fraction,
+    screen,
+)
+from ben_builder.screen import (
+    summary as summary_line,
+)
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["v2", "v1", "both"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to process products.
+
+    Attributes:
+        clc_path: CLC GeoPackage; ``None`` writes unlabelled patches (no label filtering).
+        layout: ``v2`` (BigEarthNet v2 folders), ``v1`` (v1 folders with JSON labels) or both.
+        screening: Screening thresholds (defaults from ``data_specs/screening.yaml``).
+    """
+
+    clc_path: Path | None = None
+    layout: Layout = "v2"
+    screening: specs.ScreeningSpec = field(default_factory=specs.screening)
+
+
+@dataclass
+class ProductSummary:
+    """Counts and timings of one processed product."""
+
+    product: str
+    tile_id: str
+    level: str
+    candidates: int = 0
+    dropped_nodata: int = 0
+    dropped_unlabeled: int = 0
+    flagged_cloud_or_shadow: int = 0
+    flagged_snow: int = 0
+    kept: int = 0
+    files_written: int = 0
+    skipped: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """Human-readable one-line summary."""
+        return f"{self.product}: {summary_line(asdict(self))}"
+
+
+def _masks(product: Product, spec: specs.ScreeningSpec) -> MaskSet:
+    if product.level == "L2A":
+        return masks_from_scl(read_scl(product), spec)
+    classi = read_classi(product)
+    if classi is not None:
+        return masks_from_classi(classi)
+    polys = read_cloud_gml(product)
+    if polys is None:
+        log.warning("%s: no cloud mask; cloud/snow flags stay false", product.path.name)
+        return MaskSet(60, None, None)
+    n = product.tile.size_px(60)
+    cloud = np.zeros((n, n), bool)
+    if polys:
+        cloud = rasterio.features.rasterize(
+            ((Polygon(ext, holes), 1) for ext, holes in polys), out_shape=(n, n),
+            transform=product.tile.transform(60), fill=0, dtype="uint8",
+        ).astype(bool)  # fmt: skip
+    # MSK_CLOUDS_B00.gml carries no snow information
+    return MaskSet(60, cloud, None)
+
+
+def process_product(
+    path: str | Path,
+    out_root: str | Path,
+    options: Options | None = None,
+    on_patch: Callable[[int], None] | None = None,
+) -> ProductSummary:
+    """Turn one product into patches in the archive under ``out_root``.
+
+    Args:
+        path: Product ``.SAFE`` folder or ``.zip``.
+        out_root: Archive root.
+        options: Processing options.
+        on_patch: Called with the number of patches just handled (for progress bars).
+
+    Returns:
+        Counts per screening outcome and timings per stage.
+    """
+    options = options or Options()
+    out_root = Path(out_root)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    product = open_product(path)
+    stem = product.stem
+    part = archive.part_path(out_root, stem)
+    summary_file = part.with_suffix(".json")
+    if part.exists() and summary_file.exists():
+        done = ProductSummary(**json.loads(summary_file.read_text()))
+        done.skipped = True
+        log.info("skip %s: already in the archive", stem)
+        return done
+    for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):
+        removed = archive.remove_partials(out_root / folder / stem)
+        if removed:
+            log.info("%s: removed %d partial files of an interrupted run", stem, removed)
+
+    band_spec = specs.bands()
+    grid = PatchGrid(product.tile, band_spec.patch_size_m)
+    bands = {b.name: read_band(product, b.name, b.resolution_m) for b in band_spec.bands}
+    timings["read_bands"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    nodata = nodata_fraction(grid, ((bands[b.name], b.resolution_m) for b in band_spec.bands),
+                             band_spec.nodata)  # fmt: skip
+    scr = screen(grid, nodata, _masks(product, options.screening), options.screening)
+    timings["screen"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    clc_spec, nom = specs.clc(), specs.nomenclature()
+    codes = None
+    if options.clc_path is not None:
+        polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
+        codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
+        labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
+        keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
+    else:
+        labels = None
+        keep_labels = np.ones(grid.shape, bool)
+    timings["label"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    crs = CRS.from_epsg(product.tile.epsg)
+    blocks = {b.name: grid.blocks(bands[b.name], b.resolution_m) for b in band_spec.bands}
+    code_blocks = grid.blocks(codes, 10) if codes is not None else None
+    res_of = {b.name: b.resolution_m for b in band_spec.bands}
+    acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
+    sensing = product.name.sensing_time.strftime("%Y%m%dT%H%M%S")
+    v1_prefix = f"{product.name.mission}_MSI{product.level}_{sensing}"
+    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level)
+    rows = []
+    for p in grid:
+        s.candidates += 1
+        if scr.drop_nodata[p.y, p.x]:
+            s.dropped_nodata += 1
+        elif not keep_labels[p.y, p.x]:
+            s.dropped_unlabeled += 1
+        else:
+            patch_id = p.name(stem)
+            s2v1 = f"{v1_prefix}_{p.x}_{p.y}"
+            cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
+            s.flagged_cloud_or_shadow += cs
+            s.flagged_snow += sn
+            s.kept += 1
+            c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
+            patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
+            transforms = {name: p.transform(res_of[name]) for name in blocks}
+            if options.layout in ("v2", "both"):
+                folder = archive.patch_dir(out_root, stem, patch_id)
+                s.files_written += archive.write_patch_bands(folder, patch_id, patch_bands,
+                                                             transforms, crs)  # fmt: skip
+                if code_blocks is not None:
+                    ref = archive.refmap_path(out_root, stem, patch_id)
+                    ref.parent.mkdir(parents=True, exist_ok=True)
+                    s.files_written += archive.write_geotiff(
+                        ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
+                    )
+            if options.layout in ("v1", "both"):
+                folder = out_root / archive.V1_DIR / s2v1
+                s.files_written += archive.write_patch_bands(folder, s2v1, patch_bands,
+                                                             transforms, crs)  # fmt: skip
+                meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
+                archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
+            rows.append(
+                {
+                    "patch_id": patch_id,
+                    "labels": c19,
+                    "split": split_for(p, product.tile),
+                    "country": None,
+                    "s1_name": None,
+                    "s2v1_name": s2v1,
+                    "contains_seasonal_snow": sn,
+                    "contains_cloud_or_shadow": cs,
+                    "flagged": (cs or sn) and options.screening.exclude_flagged,
+                    "labels43": c43,
+                    "product": product.name.name,
+                    "tile_id": product.name.tile_id,
+                    "x": p.x,
+                    "y": p.y,
+                    "epsg": product.tile.epsg,
+                    "ulx_m": p.ulx_m,
+                    "uly_m": p.uly_m,
+                }
+            )
+        if on_patch is not None:
+            on_patch(1)
+    timings["write"] = time.perf_counter() - t
+    s.seconds = {k: round(v, 3) for k, v in timings.items()}
+    part.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_json(summary_file, asdict(s))
+    archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
+    log.info(s.line())
+    return s
+
+
+_PART_COLUMNS = [
+    *archive.METADATA_COLUMNS, "flagged", "labels43", "product", "tile_id", "x", "y", "epsg",
+    "ulx_m", "uly_m",
+]  # fmt: skip

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from ben_builder.grid import PatchGrid, TileGeometry, split_for
+
+T33UUP = TileGeometry(epsg=32633, ulx_m=300000, uly_m=5400000, size_m=109800)
+
+
+def test_full_tile_has_91_by_91_patches():
+    grid = PatchGrid(T33UUP, 1200)
+    assert grid.shape == (91, 91)
+    assert len(grid) == 8281
+    assert len(list(grid)) == 8281
+
+
+def test_patch_geometry_and_name_follow_the_grid_rule():
+    grid = PatchGrid(T33UUP, 1200)
+    p = grid.patch(26, 57)
+    assert (p.ulx_m, p.uly_m) == (300000 + 1200 * 26, 5400000 - 1200 * 57)
+    assert p.name("S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP") == (
+        "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57"
+    )
+    t = p.transform(20)
+    assert (t.a, t.e, t.c, t.f) == (20, -20, p.ulx_m, p.uly_m)
+    with pytest.raises(IndexError):
+        grid.patch(91, 0)
+
+
+def test_blocks_slice_patches_and_drop_partial_edge():
+    tile = TileGeometry(32633, 0, 0, 2460)  # 2 x 2 patches, 60 m left over
+    grid = PatchGrid(tile, 1200)
+    band = np.arange(246 * 246, dtype=np.uint32).reshape(246, 246)
+    blocks = grid.blocks(band, 10)
+    assert blocks.shape == (2, 2, 120, 120)
+    np.testing.assert_array_equal(blocks[1, 0], band[120:240, 0:120])  # y=1, x=0
+    np.testing.assert_array_equal(blocks[0, 1], band[0:120, 120:240])
+    with pytest.raises(ValueError):
+        grid.blocks(band[:-1], 10)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "expected"),
+    [(45, 45, "test"), (23, 45, "test"), (22, 45, "validation"), (0, 0, "train"), (10, 10, "train")],
+)
+def test_split_rule(x, y, expected):
+    grid = PatchGrid(T33UUP, 1200)
+    assert split_for(grid.patch(x, y), T33UUP) == expected
+
+
+def test_split_boundaries_match_chebyshev_distance():
+    grid = PatchGrid(T33UUP, 1200)
+    s = T33UUP.size_m
+    cx, cy = T33UUP.centre_m
+    for p in grid:
+        d = max(abs(p.centre_m[0] - cx), abs(p.centre_m[1] - cy))
+        want = "test" if d <= s / 4 else "validation" if d <= s * 2**0.5 / 4 else "train"
+        assert split_for(p, T33UUP) == want
