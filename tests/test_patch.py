@@ -1,0 +1,161 @@
+"""Cutting products into patches: names, geometry and pixels against the generator's arrays."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from ben_builder import archive, specs
+from ben_builder.grid import PatchGrid
+from ben_builder.process import Options, process_product
+from ben_builder.synth.scene import render_band
+
+BANDS = specs.bands().bands
+
+
+def _digest_tree(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and archive.PARTS_DIR not in p.parts:
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"),
+                                            ("L1C", "04.00")])
+def test_patches_match_generator(synthetic, tmp_path, level, baseline):
+    recipe = synthetic.find(level=level, baseline=baseline)
+    out = tmp_path / "archive"
+    summary = process_product(synthetic.path_of(recipe), out)
+    scene = synthetic.scene(recipe)
+    acq = recipe.acquisition(scene)
+    truth = pd.read_parquet(synthetic.root / "ground_truth" / f"{recipe.stem}.parquet")
+    grid = PatchGrid(scene.geometry, 1200)
+
+    assert summary.candidates == len(grid) == 100
+    expected_ids = sorted(truth.loc[~truth.has_nodata, "patch_id"])
+    product_dir = out / archive.S2_DIR / recipe.stem
+    assert sorted(p.name for p in product_dir.iterdir()) == expected_ids
+    assert summary.kept == len(expected_ids) and summary.dropped_nodata == truth.has_nodata.sum()
+
+    full = {b.name: render_band(scene, acq, b.name, b.resolution_m, level) for b in BANDS}
+    for patch in grid:
+        pid = patch.name(recipe.stem)
+        if pid not in expected_ids:
+            continue
+        for b in BANDS:
+            f = product_dir / pid / f"{pid}_{b.name}.tif"
+            with rasterio.open(f) as ds:
+                assert ds.driver == "GTiff" and ds.count == 1
+                assert (ds.width, ds.height) == (b.size_px, b.size_px)
+                assert ds.dtypes[0] == "uint16" and ds.nodata == 0
+                assert ds.crs.to_epsg() == scene.geometry.epsg
+                assert ds.transform == patch.transform(b.resolution_m)
+                assert ds.profile.get("compress") is None
+                k = b.size_px
+                want = full[b.name][patch.y * k : (patch.y + 1) * k, patch.x * k : (patch.x + 1) * k]
+                np.testing.assert_array_equal(ds.read(1), want)
+
+    meta = pd.read_parquet(out / archive.PARTS_DIR / f"{recipe.stem}.parquet")
+    assert sorted(meta.patch_id) == expected_ids
+    assert set(meta.split) <= {"train", "validation", "test"}
+
+
+def test_patch_names_use_product_stem_and_grid_indices(synthetic, tmp_path):
+    recipe = synthetic.find(level="L2A", baseline="02.05")
+    process_product(synthetic.path_of(recipe), tmp_path)
+    names = {p.name for p in (tmp_path / archive.S2_DIR / recipe.stem).iterdir()}
+    assert f"{recipe.stem}_00_00" in names and f"{recipe.stem}_09_09" in names
+    assert not any(n.endswith("_10") or "_10_" in n for n in names)  # partial row/col dropped
+
+
+def test_rerun_skips_and_is_byte_identical(synthetic, tmp_path):
+    recipe = synthetic.find(level="L1C", baseline="04.00")
+    a, b = tmp_path / "a", tmp_path / "b"
+    process_product(synthetic.path_of(recipe), a)
+    again = process_product(synthetic.path_of(recipe), a)
+    assert again.skipped
+    process_product(synthetic.path_of(recipe), b)
+    assert _digest_tree(a) == _digest_tree(b)
+
+    # an interrupted run: completion record gone, some files missing, a stale partial file
+    os.remove(archive.part_path(a, recipe.stem))
+    files = sorted((a / archive.S2_DIR).rglob("*.tif"))
+    for f in files[::7]:
+        f.unlink()
+    stale = files[3].with_name(files[3].name + archive.PARTIAL)
+    stale.write_bytes(b"half")
+    resumed = process_product(synthetic.path_of(recipe), a)
+    assert not resumed.skipped and resumed.files_written == len(files[::7])
+    assert not stale.exists()
+    assert _digest_tree(a) == _digest_tree(b)
+
+
+def test_sigkill_mid_write_then_rerun_gives_identical_archive(synthetic, tmp_path):
+    recipe = synthetic.find(level="L2A", baseline="04.00")
+    product = synthetic.path_of(recipe)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    process_product(product, ref)
+    cmd = [sys.executable, "-m", "ben_builder.cli", "patch", str(product), "--out", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if len(list((killed / archive.S2_DIR).rglob("*.tif"))) > 100:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not archive.part_path(killed, recipe.stem).exists()
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert _digest_tree(killed / archive.S2_DIR) == _digest_tree(ref / archive.S2_DIR)
+    assert not list(killed.rglob("*" + archive.PARTIAL))
+
+
+def test_cli_bad_product_fails_cleanly(synthetic, tmp_path):
+    bad = tmp_path / synthetic.products[1].name  # a zip
+    bad.write_bytes(synthetic.products[1].read_bytes()[:5000])
+    good = synthetic.path_of(synthetic.find(level="L1C", baseline="02.05"))
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [sys.executable, "-m", "ben_builder.cli", "patch", str(bad), str(good), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 1
+    assert bad.name in r.stderr and "not a readable zip" in r.stderr
+    # the good product went through; nothing of the bad one was written
+    assert (out / archive.S2_DIR / good.name.rsplit("_", 1)[0]).is_dir()
+    assert not (out / archive.S2_DIR / bad.name.rsplit("_", 1)[0]).exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "ben_builder.cli", "patch", str(bad), "--out", str(out),
+         "--fail-fast"], capture_output=True, text=True,
+    )
+    assert r.returncode == 2 and "error:" in r.stderr
+
+
+def test_v1_layout_writes_json_labels(synthetic, tmp_path):
+    recipe = synthetic.find(level="L2A", baseline="02.05")
+    process_product(synthetic.path_of(recipe), tmp_path, Options(clc_path=synthetic.clc,
+                                                                  layout="v1"))
+    folders = sorted((tmp_path / archive.V1_DIR).iterdir())
+    assert folders and not (tmp_path / archive.S2_DIR).exists()
+    import json
+
+    f = folders[0]
+    meta = json.loads((f / f"{f.name}_labels_metadata.json").read_text())
+    assert set(meta) == {"labels", "coordinates", "projection", "tile_source", "acquisition_date"}
+    assert meta["tile_source"] == recipe.name
+    assert meta["acquisition_date"] == recipe.sensing.strftime("%Y-%m-%d %H:%M:%S")
+    assert meta["labels"], "v1 labels come from the CLC"
+    c = meta["coordinates"]
+    assert c["lrx"] - c["ulx"] == 1200 and c["uly"] - c["lry"] == 1200
+    assert f.name.startswith("S2B_MSIL2A_20170812T101021_")
+    with rasterio.open(f / f"{f.name}_B02.tif") as ds:
+        assert ds.transform.c == c["ulx"] and ds.transform.f == c["uly"]
