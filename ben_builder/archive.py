@@ -19,6 +19,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from ben_builder.tiff import GeoTiffTemplate, TemplateError
+
 log = logging.getLogger(__name__)
 
 S2_DIR = "BigEarthNet-S2"
@@ -109,19 +111,58 @@ def part_path(root: Path, product_stem: str) -> Path:
     return root / PARTS_DIR / f"{product_stem}.parquet"
 
 
-def write_patch_bands(
-    folder: Path,
-    patch_id: str,
-    bands: Mapping[str, np.ndarray],
-    transforms: Mapping[str, Affine],
-    crs: CRS,
-) -> int:
-    """Write one patch's band GeoTIFFs ``<patch>_<band>.tif``; return how many were new."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return sum(
-        write_geotiff(folder / f"{patch_id}_{name}.tif", arr, crs, transforms[name])
-        for name, arr in bands.items()
-    )
+def write_bytes(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless it exists; return whether it was written."""
+    if path.exists():
+        return False
+    tmp = atomic_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+class BandWriter:
+    """Writes the uncompressed uint16 band GeoTIFFs of one product's patches.
+
+    Uses a GDAL-made byte template per resolution (:mod:`ben_builder.tiff`); if GDAL's layout
+    does not suit a template, every file is written through rasterio instead.
+    """
+
+    def __init__(self, crs: CRS, resolutions_m: Sequence[int], patch_size_m: int) -> None:
+        self.crs = crs
+        self.templates: dict[int, GeoTiffTemplate] = {}
+        for res in resolutions_m:
+            n = patch_size_m // res
+            try:
+                self.templates[res] = GeoTiffTemplate.build((n, n), "uint16", crs, res)
+            except TemplateError as exc:
+                log.warning("GeoTIFF template unavailable (%s); writing through rasterio", exc)
+                self.templates.clear()
+                break
+
+    def write(
+        self,
+        folder: Path,
+        patch_id: str,
+        bands: Mapping[str, np.ndarray],
+        resolutions_m: Mapping[str, int],
+        ulx: float,
+        uly: float,
+    ) -> int:
+        """Write ``<patch>_<band>.tif`` for every band; return how many files were new."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for name, arr in bands.items():
+            path = folder / f"{patch_id}_{name}.tif"
+            res = resolutions_m[name]
+            template = self.templates.get(res)
+            if template is None:
+                transform = Affine(res, 0.0, ulx, 0.0, -res, uly)
+                written += write_geotiff(path, arr, self.crs, transform)
+            elif not path.exists():
+                written += write_bytes(path, template.render(arr, ulx, uly))
+        return written
 
 
 def v1_metadata(

@@ -171,6 +171,7 @@ def process_product(
     blocks = {b.name: grid.blocks(bands[b.name], b.resolution_m) for b in band_spec.bands}
     code_blocks = grid.blocks(codes, 10) if codes is not None else None
     res_of = {b.name: b.resolution_m for b in band_spec.bands}
+    writer = archive.BandWriter(crs, band_spec.resolutions_m, band_spec.patch_size_m)
     acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
     sensing = product.name.sensing_time.strftime("%Y%m%dT%H%M%S")
     v1_prefix = f"{product.name.mission}_MSI{product.level}_{sensing}"
@@ -191,11 +192,10 @@ def process_product(
             s.kept += 1
             c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
             patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
-            transforms = {name: p.transform(res_of[name]) for name in blocks}
             if options.layout in ("v2", "both"):
                 folder = archive.patch_dir(out_root, stem, patch_id)
-                s.files_written += archive.write_patch_bands(folder, patch_id, patch_bands,
-                                                             transforms, crs)  # fmt: skip
+                s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
+                                                p.uly_m)  # fmt: skip
                 if code_blocks is not None:
                     ref = archive.refmap_path(out_root, stem, patch_id)
                     ref.parent.mkdir(parents=True, exist_ok=True)
@@ -204,8 +204,8 @@ def process_product(
                     )
             if options.layout in ("v1", "both"):
                 folder = out_root / archive.V1_DIR / s2v1
-                s.files_written += archive.write_patch_bands(folder, s2v1, patch_bands,
-                                                             transforms, crs)  # fmt: skip
+                s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m,
+                                                p.uly_m)  # fmt: skip
                 meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
                 archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
             rows.append(

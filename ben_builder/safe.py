@@ -457,6 +457,11 @@ def harmonize(dn: np.ndarray, offset: int) -> np.ndarray:
     """
     if offset == 0:
         return dn
+    if offset < 0:  # the usual case (-1000): stay in uint16, no temporary int32 copy
+        out = np.maximum(dn, np.uint16(1 - offset))
+        out -= np.uint16(-offset)
+        out[dn == 0] = 0
+        return out
     out = dn.astype(np.int32)
     out += offset
     np.clip(out, 1, np.iinfo(np.uint16).max, out=out)
