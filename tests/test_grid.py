@@ -40,7 +40,13 @@ def test_blocks_slice_patches_and_drop_partial_edge():
 
 @pytest.mark.parametrize(
     ("x", "y", "expected"),
-    [(45, 45, "test"), (23, 45, "test"), (22, 45, "validation"), (0, 0, "train"), (10, 10, "train")],
+    [
+        (45, 45, "test"),
+        (23, 45, "test"),
+        (22, 45, "validation"),
+        (0, 0, "train"),
+        (10, 10, "train"),
+    ],
 )
 def test_split_rule(x, y, expected):
     grid = PatchGrid(T33UUP, 1200)

@@ -29,8 +29,9 @@ def _digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"),
-                                            ("L1C", "04.00")])
+@pytest.mark.parametrize(
+    "level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"), ("L1C", "04.00")]
+)
 def test_patches_match_generator(synthetic, tmp_path, level, baseline):
     recipe = synthetic.find(level=level, baseline=baseline)
     out = tmp_path / "archive"
@@ -61,7 +62,9 @@ def test_patches_match_generator(synthetic, tmp_path, level, baseline):
                 assert ds.transform == patch.transform(b.resolution_m)
                 assert ds.profile.get("compress") is None
                 k = b.size_px
-                want = full[b.name][patch.y * k : (patch.y + 1) * k, patch.x * k : (patch.x + 1) * k]
+                want = full[b.name][
+                    patch.y * k : (patch.y + 1) * k, patch.x * k : (patch.x + 1) * k
+                ]
                 np.testing.assert_array_equal(ds.read(1), want)
 
     meta = pd.read_parquet(out / archive.PARTS_DIR / f"{recipe.stem}.parquet")
@@ -126,7 +129,8 @@ def test_cli_bad_product_fails_cleanly(synthetic, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(
         [sys.executable, "-m", "ben_builder.cli", "patch", str(bad), str(good), "--out", str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1
     assert bad.name in r.stderr and "not a readable zip" in r.stderr
@@ -134,16 +138,27 @@ def test_cli_bad_product_fails_cleanly(synthetic, tmp_path):
     assert (out / archive.S2_DIR / good.name.rsplit("_", 1)[0]).is_dir()
     assert not (out / archive.S2_DIR / bad.name.rsplit("_", 1)[0]).exists()
     r = subprocess.run(
-        [sys.executable, "-m", "ben_builder.cli", "patch", str(bad), "--out", str(out),
-         "--fail-fast"], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ben_builder.cli",
+            "patch",
+            str(bad),
+            "--out",
+            str(out),
+            "--fail-fast",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2 and "error:" in r.stderr
 
 
 def test_v1_layout_writes_json_labels(synthetic, tmp_path):
     recipe = synthetic.find(level="L2A", baseline="02.05")
-    process_product(synthetic.path_of(recipe), tmp_path, Options(clc_path=synthetic.clc,
-                                                                  layout="v1"))
+    process_product(
+        synthetic.path_of(recipe), tmp_path, Options(clc_path=synthetic.clc, layout="v1")
+    )
     folders = sorted((tmp_path / archive.V1_DIR).iterdir())
     assert folders and not (tmp_path / archive.S2_DIR).exists()
     import json

@@ -25,7 +25,11 @@ def test_product_name_parsing():
     n = ProductName.parse("S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_20170613T101608.SAFE")
     assert n.stem == "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP"
     assert (n.mission, n.level, n.baseline, n.relative_orbit, n.tile_id) == (
-        "S2A", "L2A", "9999", 22, "T33UUP"
+        "S2A",
+        "L2A",
+        "9999",
+        22,
+        "T33UUP",
     )
     assert n.sensing_time == datetime(2017, 6, 13, 10, 10, 31)
     assert ProductName.parse(n.name + ".zip") == n
@@ -56,16 +60,18 @@ def test_open_every_demo_product(synthetic):
             assert set(p.mask_paths) == {"MSK_CLASSI" if recipe.offset else "MSK_CLOUDS"}
 
 
-@pytest.mark.parametrize("level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"),
-                                            ("L1C", "04.00")])
+@pytest.mark.parametrize(
+    "level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"), ("L1C", "04.00")]
+)
 def test_read_band_matches_generator_after_offset(synthetic, level, baseline):
     recipe = synthetic.find(level=level, baseline=baseline)
     p = open_product(synthetic.path_of(recipe))
     scene = synthetic.scene(recipe)
     acq = recipe.acquisition(scene)
     for band, res in (("B04", 10), ("B11", 20), ("B09", 60)):
-        np.testing.assert_array_equal(read_band(p, band, res),
-                                      render_band(scene, acq, band, res, level))
+        np.testing.assert_array_equal(
+            read_band(p, band, res), render_band(scene, acq, band, res, level)
+        )
 
 
 # ---------------------------------------------------------------- bad input
@@ -144,8 +150,17 @@ def test_missing_band_file(safe_copy):
 
 def test_band_of_wrong_size(safe_copy):
     target = next(safe_copy.rglob("*_B03_10m.jp2"))
-    with rasterio.open(target, "w", driver="JP2OpenJPEG", width=600, height=600, count=1,
-                       dtype="uint16", QUALITY="100", REVERSIBLE="YES") as ds:
+    with rasterio.open(
+        target,
+        "w",
+        driver="JP2OpenJPEG",
+        width=600,
+        height=600,
+        count=1,
+        dtype="uint16",
+        QUALITY="100",
+        REVERSIBLE="YES",
+    ) as ds:
         ds.write(np.ones((1, 600, 600), np.uint16))
     p = open_product(safe_copy)
     with pytest.raises(BandShapeError, match="600 x 600") as err:
@@ -176,7 +191,9 @@ def test_malformed_xml(safe_copy):
 
 def test_xml_missing_geoposition(safe_copy):
     tl = next(safe_copy.rglob("MTD_TL.xml"))
-    tl.write_text(tl.read_text().replace('Geoposition resolution="10"', 'Geoposition resolution="11"'))
+    tl.write_text(
+        tl.read_text().replace('Geoposition resolution="10"', 'Geoposition resolution="11"')
+    )
     with pytest.raises(MetadataError, match="Geoposition"):
         open_product(safe_copy)
 

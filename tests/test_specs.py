@@ -7,7 +7,18 @@ from ben_builder.errors import SpecError
 def test_specs_load_with_expected_facts():
     b = specs.bands()
     assert [x.name for x in b.bands] == [
-        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B11",
+        "B12",
     ]
     assert {x.resolution_m: x.size_px for x in b.bands} == {10: 120, 20: 60, 60: 20}
     clc = specs.clc()
@@ -18,9 +29,7 @@ def test_specs_load_with_expected_facts():
     assert nom.code_to_class["243"] == 6
     mapped = set(nom.code_to_class)
     unmapped = {c.code for c in clc.classes + clc.special} - mapped
-    assert unmapped == set(
-        "122 123 124 131 132 133 141 142 332 334 335 423 999 990 995".split()
-    )
+    assert unmapped == set("122 123 124 131 132 133 141 142 332 334 335 423 999 990 995".split())
 
 
 def test_malformed_spec_names_file_and_key(tmp_path):
