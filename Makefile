@@ -4,9 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
-CLC_FILE := U2018_CLC2018_V2020_20u1.gpkg
 
-.PHONY: venv demo test lint typecheck check bench bench-patch clean
+.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: synthetic products (no network) -> labelled, screened BigEarthNet-layout archive in demo/
+## demo: synthetic products (no network) -> labelled, screened, split archive + report in demo/
 demo: $(STAMP)
-	$(BIN)/ben-builder synth --out $(DEMO)/inputs
-	$(BIN)/ben-builder process $(DEMO)/inputs/products/* --clc $(DEMO)/inputs/clc/$(CLC_FILE) --out $(DEMO)/archive
+	$(BIN)/ben-builder build pipelines/demo.yaml
+
+## archive: the chain for any run configuration: make archive CONFIG=pipelines/new-region.yaml
+archive: $(STAMP)
+	@test -n "$(CONFIG)" || { echo "usage: make archive CONFIG=pipelines/<run>.yaml"; exit 2; }
+	$(BIN)/ben-builder build $(CONFIG)
 
 ## test: the whole test suite (what CI runs)
 test: $(STAMP)
@@ -35,10 +38,13 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch
+bench: bench-patch bench-label
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache
+
+bench-label: $(STAMP)
+	$(BIN)/python benchmarks/bench_label.py --out benchmarks/results/label.json

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +83,7 @@ def write_geotiff(
 
 def write_json(path: Path, obj: object) -> None:
     """Write JSON atomically (sorted keys, so output is deterministic)."""
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_replace(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -120,6 +118,13 @@ def write_bytes(path: Path, data: bytes) -> bool:
         fh.write(data)
     os.replace(tmp, path)
     return True
+
+
+def write_bytes_replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, replacing any older file."""
+    tmp = atomic_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class BandWriter:
@@ -183,20 +188,32 @@ def v1_metadata(
     }
 
 
-def finalize(root: Path) -> dict[str, int]:
+def read_parts(root: Path) -> pd.DataFrame:
+    """All per-product metadata parts of an archive, sorted by ``patch_id``."""
+    parts = sorted((root / PARTS_DIR).glob("*.parquet"))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in METADATA_COLUMNS})
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return frame.sort_values("patch_id", kind="stable").reset_index(drop=True)
+
+
+def finalize(
+    root: Path, adjust: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> dict[str, int]:
     """Combine the per-product parts into ``metadata.parquet`` and the flagged-patches parquet.
 
     Rows are sorted by ``patch_id`` so the output does not depend on the order products finished.
 
+    Args:
+        root: Archive root.
+        adjust: Optional function applied to the combined frame (flags from lists, countries).
+
     Returns:
         Row counts: ``{"metadata": n, "flagged": m}``.
     """
-    parts = sorted((root / PARTS_DIR).glob("*.parquet"))
-    if not parts:
-        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in METADATA_COLUMNS})
-    else:
-        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    frame = frame.sort_values("patch_id", kind="stable").reset_index(drop=True)
+    frame = read_parts(root)
+    if adjust is not None:
+        frame = adjust(frame)
     if "flagged" in frame:
         flagged_mask = frame["flagged"].astype(bool)
     else:

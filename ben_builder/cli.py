@@ -163,5 +163,60 @@ def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
     _friendly(_run_products)(products, out, clc, layout, fail_fast)
 
 
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    default=None,
+    help="Stop at the first failing product (default: the config's fail_fast).",
+)
+def build(config: Path, fail_fast: bool | None) -> None:
+    """Run the whole chain for a run configuration (pipelines/*.yaml).
+
+    Products -> patches -> labels -> screening -> archive -> metadata and split, on a Dask
+    cluster (local processes, SLURM, or an existing scheduler), then the run report. Re-running
+    skips finished products. Exits 1 if any product failed (after writing the report).
+    """
+    from ben_builder.config import load_config
+    from ben_builder.pipeline import run
+
+    @_friendly
+    def go() -> None:
+        cfg = load_config(config)
+        result = run(cfg, fail_fast=fail_fast)
+        click.echo(
+            f"{cfg.name}: {result.counts['metadata']} patches in metadata.parquet, "
+            f"{result.counts['flagged']} flagged; report {result.report}"
+        )
+        if result.failures:
+            for r in result.failures:
+                click.echo(f"FAILED {r.product} [{r.stage}]: {r.error}", err=True)
+            raise SystemExit(1)
+
+    go()
+
+
+@main.command("cluster-script")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def cluster_script(config: Path) -> None:
+    """Print the SLURM job script the configuration's cluster settings generate."""
+    from ben_builder.config import load_config
+    from ben_builder.pipeline import make_slurm_cluster
+
+    @_friendly
+    def go() -> None:
+        cfg = load_config(config)
+        if cfg.cluster.kind != "slurm":
+            raise click.UsageError(f"{config}: cluster kind is {cfg.cluster.kind!r}, not 'slurm'")
+        cluster = make_slurm_cluster(cfg.cluster)
+        try:
+            click.echo(cluster.job_script())
+        finally:
+            cluster.close()
+
+    go()
+
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,7 +25,7 @@ from shapely.geometry import Polygon
 from ben_builder import archive, specs
 from ben_builder.clc import rasterize_codes, read_clc
 from ben_builder.grid import PatchGrid, split_for
-from ben_builder.labels import label_patches
+from ben_builder.labels import PatchLabels, label_patches
 from ben_builder.safe import (
     Product,
     open_product,
@@ -35,6 +36,7 @@ from ben_builder.safe import (
 )
 from ben_builder.screen import (
     MaskSet,
+    Screening,
     masks_from_classi,
     masks_from_scl,
     nodata_fraction,
@@ -107,6 +109,39 @@ def _masks(product: Product, spec: specs.ScreeningSpec) -> MaskSet:
     return MaskSet(60, cloud, None)
 
 
+STAGE_ATTR = "ben_stage"
+
+
+def stage_of(exc: BaseException) -> str:
+    """The stage an exception escaped from (``"unknown"`` if it was not tagged)."""
+    return str(getattr(exc, STAGE_ATTR, "unknown"))
+
+
+class _Stages:
+    """Times named stages and tags exceptions with the stage they escaped from."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            if not hasattr(exc, STAGE_ATTR):
+                with suppress(AttributeError):
+                    setattr(exc, STAGE_ATTR, name)
+            raise
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
+def v1_name(product: Product, x: int, y: int) -> str:
+    """BigEarthNet v1 patch name (``S2A_MSIL2A_<sensing>_<x>_<y>``, as v1 and ``s2v1_name``)."""
+    return f"{product.name.mission}_MSIL2A_{product.name.sensing_time:%Y%m%dT%H%M%S}_{x}_{y}"
+
+
 def process_product(
     path: str | Path,
     out_root: str | Path,
@@ -114,6 +149,9 @@ def process_product(
     on_patch: Callable[[int], None] | None = None,
 ) -> ProductSummary:
     """Turn one product into patches in the archive under ``out_root``.
+
+    Stages: ``open``, ``read_bands``, ``screen``, ``label``, ``write``. An exception escaping a
+    stage carries its name (see :func:`stage_of`); nothing of the product is marked finished.
 
     Args:
         path: Product ``.SAFE`` folder or ``.zip``.
@@ -126,9 +164,9 @@ def process_product(
     """
     options = options or Options()
     out_root = Path(out_root)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    product = open_product(path)
+    stages = _Stages()
+    with stages("open"):
+        product = open_product(path)
     stem = product.stem
     part = archive.part_path(out_root, stem)
     summary_file = part.with_suffix(".json")
@@ -144,100 +182,114 @@ def process_product(
 
     band_spec = specs.bands()
     grid = PatchGrid(product.tile, band_spec.patch_size_m)
-    bands = {b.name: read_band(product, b.name, b.resolution_m) for b in band_spec.bands}
-    timings["read_bands"] = time.perf_counter() - t0
+    with stages("read_bands"):
+        bands = {b.name: read_band(product, b.name, b.resolution_m) for b in band_spec.bands}
 
-    t = time.perf_counter()
-    nodata = nodata_fraction(grid, ((bands[b.name], b.resolution_m) for b in band_spec.bands),
-                             band_spec.nodata)  # fmt: skip
-    scr = screen(grid, nodata, _masks(product, options.screening), options.screening)
-    timings["screen"] = time.perf_counter() - t
+    with stages("screen"):
+        pairs = ((bands[b.name], b.resolution_m) for b in band_spec.bands)
+        nodata = nodata_fraction(grid, pairs, band_spec.nodata)
+        scr = screen(grid, nodata, _masks(product, options.screening), options.screening)
 
-    t = time.perf_counter()
     clc_spec, nom = specs.clc(), specs.nomenclature()
     codes = None
+    labels = None
+    keep_labels = np.ones(grid.shape, bool)
     if options.clc_path is not None:
-        polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
-        codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
-        labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
-        keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
-    else:
-        labels = None
-        keep_labels = np.ones(grid.shape, bool)
-    timings["label"] = time.perf_counter() - t
+        with stages("label"):
+            polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
+            codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
+            labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
+            keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
 
-    t = time.perf_counter()
+    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level)
+    with stages("write"):
+        rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
+                              out_root, s, on_patch)  # fmt: skip
+        s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
+        part.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_json(summary_file, asdict(s))
+        archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
+    log.info(s.line())
+    return s
+
+
+def _write_patches(
+    product: Product,
+    grid: PatchGrid,
+    bands: dict[str, np.ndarray],
+    codes: np.ndarray | None,
+    labels: PatchLabels | None,
+    keep_labels: np.ndarray,
+    scr: Screening,
+    options: Options,
+    out_root: Path,
+    s: ProductSummary,
+    on_patch: Callable[[int], None] | None,
+) -> list[dict[str, object]]:
+    band_spec = specs.bands()
+    stem = product.stem
     crs = CRS.from_epsg(product.tile.epsg)
     blocks = {b.name: grid.blocks(bands[b.name], b.resolution_m) for b in band_spec.bands}
     code_blocks = grid.blocks(codes, 10) if codes is not None else None
     res_of = {b.name: b.resolution_m for b in band_spec.bands}
     writer = archive.BandWriter(crs, band_spec.resolutions_m, band_spec.patch_size_m)
     acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
-    sensing = product.name.sensing_time.strftime("%Y%m%dT%H%M%S")
-    v1_prefix = f"{product.name.mission}_MSI{product.level}_{sensing}"
-    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level)
-    rows = []
+    rows: list[dict[str, object]] = []
     for p in grid:
         s.candidates += 1
-        if scr.drop_nodata[p.y, p.x]:
-            s.dropped_nodata += 1
-        elif not keep_labels[p.y, p.x]:
-            s.dropped_unlabeled += 1
-        else:
-            patch_id = p.name(stem)
-            s2v1 = f"{v1_prefix}_{p.x}_{p.y}"
-            cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
-            s.flagged_cloud_or_shadow += cs
-            s.flagged_snow += sn
-            s.kept += 1
-            c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
-            patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
-            if options.layout in ("v2", "both"):
-                folder = archive.patch_dir(out_root, stem, patch_id)
-                s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
-                                                p.uly_m)  # fmt: skip
-                if code_blocks is not None:
-                    ref = archive.refmap_path(out_root, stem, patch_id)
-                    ref.parent.mkdir(parents=True, exist_ok=True)
-                    s.files_written += archive.write_geotiff(
-                        ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
-                    )
-            if options.layout in ("v1", "both"):
-                folder = out_root / archive.V1_DIR / s2v1
-                s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m,
-                                                p.uly_m)  # fmt: skip
-                meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
-                archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
-            rows.append(
-                {
-                    "patch_id": patch_id,
-                    "labels": c19,
-                    "split": split_for(p, product.tile),
-                    "country": None,
-                    "s1_name": None,
-                    "s2v1_name": s2v1,
-                    "contains_seasonal_snow": sn,
-                    "contains_cloud_or_shadow": cs,
-                    "flagged": (cs or sn) and options.screening.exclude_flagged,
-                    "labels43": c43,
-                    "product": product.name.name,
-                    "tile_id": product.name.tile_id,
-                    "x": p.x,
-                    "y": p.y,
-                    "epsg": product.tile.epsg,
-                    "ulx_m": p.ulx_m,
-                    "uly_m": p.uly_m,
-                }
-            )
         if on_patch is not None:
             on_patch(1)
-    timings["write"] = time.perf_counter() - t
-    s.seconds = {k: round(v, 3) for k, v in timings.items()}
-    part.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_json(summary_file, asdict(s))
-    archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
-    log.info(s.line())
-    return s
+        if scr.drop_nodata[p.y, p.x]:
+            s.dropped_nodata += 1
+            continue
+        if not keep_labels[p.y, p.x]:
+            s.dropped_unlabeled += 1
+            continue
+        patch_id = p.name(stem)
+        s2v1 = v1_name(product, p.x, p.y)
+        cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
+        s.flagged_cloud_or_shadow += cs
+        s.flagged_snow += sn
+        s.kept += 1
+        c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
+        patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
+        if options.layout in ("v2", "both"):
+            folder = archive.patch_dir(out_root, stem, patch_id)
+            s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
+                                            p.uly_m)  # fmt: skip
+            if code_blocks is not None:
+                ref = archive.refmap_path(out_root, stem, patch_id)
+                ref.parent.mkdir(parents=True, exist_ok=True)
+                s.files_written += archive.write_geotiff(
+                    ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
+                )
+        if options.layout in ("v1", "both"):
+            folder = out_root / archive.V1_DIR / s2v1
+            s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m, p.uly_m)
+            meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
+            archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
+        rows.append(
+            {
+                "patch_id": patch_id,
+                "labels": c19,
+                "split": split_for(p, product.tile),
+                "country": None,
+                "s1_name": None,
+                "s2v1_name": s2v1,
+                "contains_seasonal_snow": sn,
+                "contains_cloud_or_shadow": cs,
+                "flagged": (cs or sn) and options.screening.exclude_flagged,
+                "labels43": c43,
+                "product": product.name.name,
+                "tile_id": product.name.tile_id,
+                "x": p.x,
+                "y": p.y,
+                "epsg": product.tile.epsg,
+                "ulx_m": p.ulx_m,
+                "uly_m": p.uly_m,
+            }
+        )
+    return rows
 
 
 _PART_COLUMNS = [

@@ -171,6 +171,6 @@ def test_v1_layout_writes_json_labels(synthetic, tmp_path):
     assert meta["labels"], "v1 labels come from the CLC"
     c = meta["coordinates"]
     assert c["lrx"] - c["ulx"] == 1200 and c["uly"] - c["lry"] == 1200
-    assert f.name.startswith("S2B_MSIL2A_20170812T101021_")
+    assert f.name.startswith("S2B_MSIL2A_20170812T101021_")  # v1 names say MSIL2A
     with rasterio.open(f / f"{f.name}_B02.tif") as ds:
         assert ds.transform.c == c["ulx"] and ds.transform.f == c["uly"]

@@ -1,0 +1,129 @@
+"""Run configurations (``pipelines/*.yaml``) loaded into validated models.
+
+Relative paths in a configuration are taken relative to the configuration file's folder, so a
+pipeline runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ben_builder.specs import load_yaml, parse_model
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyntheticInputs(_Model):
+    """Generate the embedded default instead of reading real products."""
+
+    dir: Path = Field(description="Where products/, clc/ and ground_truth/ are written.")
+    size_px: int = Field(2460, gt=0, multiple_of=6)
+    seed: int = 0
+    tiles: tuple[str, ...] = ()
+
+
+class ProductListFilter(_Model):
+    """Restrict the products of a folder to those named in a CSV column (e.g. BigEarthNet's)."""
+
+    csv: Path
+    column: str
+    match: Literal["name", "stem"] = Field(
+        "stem", description="Compare full product names or names without generation time."
+    )
+
+
+class Inputs(_Model):
+    """Where products and CLC data come from."""
+
+    source: Literal["synthetic", "local"]
+    synthetic: SyntheticInputs | None = None
+    products_dir: Path | None = None
+    product_list: ProductListFilter | None = None
+    clc_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Inputs:
+        if self.source == "synthetic" and self.synthetic is None:
+            raise ValueError("source 'synthetic' needs a 'synthetic' section")
+        if self.source == "local" and self.products_dir is None:
+            raise ValueError("source 'local' needs 'products_dir'")
+        return self
+
+
+class SlurmSettings(_Model):
+    """dask-jobqueue ``SLURMCluster`` settings; each job holds ``processes`` workers."""
+
+    cores: int = Field(8, gt=0)
+    memory: str = "32GB"
+    processes: int = Field(4, gt=0)
+    walltime: str = "04:00:00"
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    local_directory: str | None = None
+    jobs: int = Field(1, gt=0, description="Number of SLURM jobs to scale to.")
+
+
+class ClusterSettings(_Model):
+    """Which Dask cluster runs the tasks."""
+
+    kind: Literal["local", "slurm", "address"] = "local"
+    n_workers: int | None = Field(None, gt=0, description="Local workers; default: one per core.")
+    memory_limit: str = "auto"
+    slurm: SlurmSettings = SlurmSettings()
+    scheduler_address: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterSettings:
+        if self.kind == "address" and not self.scheduler_address:
+            raise ValueError("cluster kind 'address' needs 'scheduler_address'")
+        return self
+
+
+class FlagLists(_Model):
+    """Take cloud/shadow and snow flags from published patch-name lists (exact v2 reproduction)."""
+
+    cloud_or_shadow: Path
+    snow: Path
+
+
+class RunConfig(_Model):
+    """One run of the chain: inputs, output archive, processing and cluster settings."""
+
+    name: str
+    output: Path
+    inputs: Inputs
+    layout: Literal["v2", "v1", "both"] = "v2"
+    flags_from_lists: FlagLists | None = None
+    countries_path: Path | None = Field(
+        None, description="Optional boundaries file (field 'country') for per-patch countries."
+    )
+    report_samples: int = Field(24, ge=0)
+    cluster: ClusterSettings = ClusterSettings()
+    fail_fast: bool = False
+
+
+def _resolve(value: object, base: Path) -> object:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base / value).resolve()
+    if isinstance(value, BaseModel):
+        updates = {k: _resolve(getattr(value, k), base) for k in type(value).model_fields}
+        return value.model_copy(update=updates)
+    return value
+
+
+def load_config(path: Path) -> RunConfig:
+    """Load a run configuration, resolving relative paths against its folder.
+
+    Raises:
+        SpecError: malformed YAML or invalid settings (naming the file and key).
+    """
+    path = Path(path)
+    config = parse_model(RunConfig, load_yaml(path), path)
+    return cast(RunConfig, _resolve(config, path.resolve().parent))

@@ -1,0 +1,285 @@
+"""The whole chain on Dask: products -> patches -> labels -> screening -> archive -> metadata.
+
+One task per product, keyed by the product's name so keys are deterministic. Tasks get paths and
+small frozen records, never open datasets; each sets its own GDAL environment. A failing product
+is recorded as data (product, stage, error, traceback) and the others go on; the run report is
+written, then the command fails if anything did.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import rasterio
+
+from ben_builder import archive, specs
+from ben_builder.config import ClusterSettings, RunConfig
+from ben_builder.errors import ProductNotFoundError, SpecError
+from ben_builder.process import Options, process_product, stage_of
+from ben_builder.safe import ProductName
+
+log = logging.getLogger(__name__)
+
+GDAL_OPTIONS: dict[str, Any] = {
+    "GDAL_CACHEMAX": 256,
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_NUM_THREADS": 1,
+}
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """Outcome of one product task."""
+
+    product: str
+    ok: bool
+    stage: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    summary: dict[str, Any] | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Outcome of a whole run."""
+
+    results: list[TaskResult] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    report: Path | None = None
+
+    @property
+    def failures(self) -> list[TaskResult]:
+        """The tasks that failed."""
+        return [r for r in self.results if not r.ok]
+
+
+def checksum(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative path and content, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def product_task(path: str, out_root: str, options: Options, with_checksum: bool) -> TaskResult:
+    """Process one product on a worker; never raises, failures come back as data."""
+    name = Path(path).name
+    try:
+        with rasterio.Env(**GDAL_OPTIONS):
+            s = process_product(path, out_root, options)
+        digest = checksum(Path(path)) if with_checksum else None
+        return TaskResult(product=name, ok=True, summary=asdict(s), sha256=digest)
+    except Exception as exc:
+        return TaskResult(product=name, ok=False, stage=stage_of(exc),
+                          error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())  # fmt: skip
+
+
+def task_key(path: Path) -> str:
+    """Deterministic Dask key of a product's task."""
+    return f"product-{path.name}"
+
+
+def discover_products(config: RunConfig) -> tuple[list[Path], list[TaskResult], Path | None]:
+    """Products to process, products listed but absent (as failures), and the CLC path."""
+    inputs = config.inputs
+    if inputs.source == "synthetic":
+        from ben_builder.synth.products import demo_recipes
+        from ben_builder.synth.writer import write_dataset
+
+        syn = inputs.synthetic
+        assert syn is not None  # validated by the model
+        recipes = [r for r in demo_recipes() if not syn.tiles or r.tile_id in syn.tiles]
+        with rasterio.Env():
+            written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed)
+        return list(written["products"]), [], inputs.clc_path or written["clc"]  # type: ignore[arg-type]
+    folder = inputs.products_dir
+    assert folder is not None  # validated by the model
+    if not folder.is_dir():
+        raise ProductNotFoundError(f"{folder}: products_dir does not exist")
+    found = sorted(p for p in folder.iterdir() if p.name.endswith((".SAFE", ".zip")))
+    missing: list[TaskResult] = []
+    if inputs.product_list is not None:
+        wanted = read_product_list(inputs.product_list.csv, inputs.product_list.column)
+        by_key: dict[str, Path] = {}
+        for p in found:
+            try:
+                n = ProductName.parse(p.name)
+            except ValueError:
+                continue
+            by_key[n.stem if inputs.product_list.match == "stem" else n.name] = p
+        keys = [w.removesuffix(".SAFE") for w in wanted]
+        if inputs.product_list.match == "stem":
+            keys = [k if k.count("_") == 5 else k.rsplit("_", 1)[0] for k in keys]
+        found = sorted({by_key[k] for k in keys if k in by_key})
+        missing = [
+            TaskResult(product=k, ok=False, stage="discover",
+                       error=f"listed in {inputs.product_list.csv.name} but not in {folder}")
+            for k in keys if k not in by_key
+        ]  # fmt: skip
+    return found, missing, inputs.clc_path
+
+
+def read_product_list(path: Path, column: str) -> list[str]:
+    """Values of ``column`` in a CSV file (e.g. ``../shared/bigearthnet/v2_l2a_products.csv``)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or column not in reader.fieldnames:
+                raise SpecError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
+            return [row[column].strip() for row in reader if row[column].strip()]
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read product list ({exc.strerror})") from exc
+
+
+def read_name_list(path: Path) -> set[str]:
+    """Patch names from a one-name-per-line list (the published BigEarthNet flag lists)."""
+    try:
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read patch list ({exc.strerror})") from exc
+
+
+@contextmanager
+def dask_client(settings: ClusterSettings) -> Iterator[Any]:
+    """A Dask client for the configured cluster (local processes, SLURM, or an address)."""
+    from dask.distributed import Client, LocalCluster
+
+    if settings.kind == "address":
+        with Client(settings.scheduler_address) as client:
+            yield client
+        return
+    if settings.kind == "slurm":
+        cluster = make_slurm_cluster(settings)
+        cluster.scale(jobs=settings.slurm.jobs)
+    else:
+        n = settings.n_workers or os.cpu_count() or 1
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=settings.memory_limit,
+            dashboard_address=None,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def make_slurm_cluster(settings: ClusterSettings) -> Any:
+    """A ``dask_jobqueue.SLURMCluster`` from the config (one thread per worker process)."""
+    from dask_jobqueue import SLURMCluster
+
+    s = settings.slurm
+    return SLURMCluster(
+        cores=s.cores, memory=s.memory, processes=s.processes, walltime=s.walltime,
+        queue=s.queue, account=s.account, job_extra_directives=list(s.job_extra_directives),
+        job_script_prologue=list(s.job_script_prologue), local_directory=s.local_directory,
+        worker_extra_args=["--nthreads", "1"],
+    )  # fmt: skip
+
+
+def _adjust_metadata(config: RunConfig) -> Any:
+    flags = config.flags_from_lists
+    lists = (read_name_list(flags.cloud_or_shadow), read_name_list(flags.snow)) if flags else None
+    tile_country = {t.tile_id: t.country for t in specs.tiles().tiles}
+
+    def adjust(frame: pd.DataFrame) -> pd.DataFrame:
+        if lists is not None:
+            frame["contains_cloud_or_shadow"] = frame["s2v1_name"].isin(lists[0])
+            frame["contains_seasonal_snow"] = frame["s2v1_name"].isin(lists[1])
+            frame["flagged"] = frame["contains_cloud_or_shadow"] | frame["contains_seasonal_snow"]
+        if config.countries_path is not None:
+            frame["country"] = countries_of(frame, config.countries_path)
+        elif len(frame):
+            frame["country"] = frame["tile_id"].map(tile_country).astype(object)
+            frame.loc[frame["country"].isna(), "country"] = None
+        return frame
+
+    return adjust
+
+
+def countries_of(frame: pd.DataFrame, boundaries: Path) -> pd.Series:
+    """Country of each patch centre from a boundaries file with a ``country`` field."""
+    import geopandas as gpd
+
+    borders = gpd.read_file(boundaries)
+    if "country" not in borders:
+        raise SpecError(f"{boundaries}: no 'country' field")
+    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    for epsg, group in frame.groupby("epsg"):
+        pts = gpd.GeoDataFrame(
+            index=group.index,
+            geometry=gpd.points_from_xy(group["ulx_m"] + 600, group["uly_m"] - 600),
+            crs=f"EPSG:{epsg}",
+        ).to_crs(borders.crs)
+        joined = gpd.sjoin(pts, borders[["country", "geometry"]], how="left", predicate="within")
+        joined = joined[~joined.index.duplicated()]
+        out.loc[group.index] = joined["country"].where(joined["country"].notna(), None)
+    return out
+
+
+def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True) -> RunResult:
+    """Run the chain for ``config``; write the archive, metadata and run report.
+
+    Returns:
+        All task results, metadata counts and the report path. Failures are in the result (and the
+        report); the caller decides the exit status.
+    """
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    from ben_builder.report import write_report
+
+    fail_fast = config.fail_fast if fail_fast is None else fail_fast
+    t0 = time.perf_counter()
+    out = config.output
+    out.mkdir(parents=True, exist_ok=True)
+    products, missing, clc = discover_products(config)
+    options = Options(clc_path=clc, layout=config.layout)
+    result = RunResult(results=list(missing))
+    with dask_client(config.cluster) as client:
+        futures = [
+            client.submit(
+                product_task, str(p), str(out), options, True, key=task_key(p), pure=False
+            )
+            for p in products
+        ]
+        patches = 0
+        bar = tqdm(total=len(futures), unit="product", desc=config.name, disable=not progress)
+        with bar:
+            for fut in as_completed(futures):
+                r: TaskResult = fut.result()
+                result.results.append(r)
+                if r.ok and r.summary:
+                    patches += int(r.summary["kept"])
+                bar.set_postfix(patches=patches, failed=len(result.failures))
+                bar.update()
+                if not r.ok:
+                    log.error("%s failed in stage %s: %s", r.product, r.stage, r.error)
+                    if fail_fast:
+                        for f in futures:
+                            f.cancel()
+                        break
+    result.results.sort(key=lambda r: r.product)
+    result.counts = archive.finalize(out, adjust=_adjust_metadata(config))
+    result.seconds = time.perf_counter() - t0
+    result.report = write_report(config, result, clc)
+    return result

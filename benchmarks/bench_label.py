@@ -1,0 +1,75 @@
+"""Benchmark: labelling (CLC read, rasterize, labels) and screening of all 8,281 patches of a tile.
+
+Runs in a fresh process pinned to one core, on a full-size synthetic L2A tile and a CLC
+GeoPackage of its land cover (thousands of polygons). Band decoding is not part of it (it is the
+patching benchmark's); the SCL decode is. Target (issue 3): <= 20 s and <= 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import CACHE, FULL_PX, full_size_product, measure, write_results  # noqa: E402
+
+from ben_builder.synth.products import ProductRecipe  # noqa: E402
+from ben_builder.synth.writer import scene_for, write_clc  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/label.json"))
+    ap.add_argument("--size-px", type=int, default=FULL_PX)
+    args = ap.parse_args()
+    recipe = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31))
+    product = full_size_product(recipe, args.size_px)
+    clc_dir = CACHE / f"{args.size_px}px" / "clc"
+    clc_dir.mkdir(exist_ok=True)
+    clc = clc_dir / "U2018_CLC2018_V2020_20u1.gpkg"
+    if not clc.exists():
+        write_clc([scene_for("T33UUP", args.size_px, 0)], clc_dir)
+
+    res = measure(f"""
+import time
+import numpy as np
+import rasterio
+from pathlib import Path
+from ben_builder import specs
+from ben_builder.clc import read_clc, rasterize_codes
+from ben_builder.grid import PatchGrid
+from ben_builder.labels import label_patches
+from ben_builder.process import _masks
+from ben_builder.safe import open_product
+from ben_builder.screen import screen
+with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
+    p = open_product({str(product)!r})
+    grid = PatchGrid(p.tile, 1200)
+    t = time.perf_counter()
+    polys = read_clc(Path({str(clc)!r}), p.tile, specs.clc())
+    result["clc_read_s"] = round(time.perf_counter() - t, 2); t = time.perf_counter()
+    codes = rasterize_codes(polys, p.tile, 999)
+    result["rasterize_s"] = round(time.perf_counter() - t, 2); t = time.perf_counter()
+    labels = label_patches(grid.blocks(codes, 10), specs.nomenclature(), specs.clc())
+    result["label_patches_s"] = round(time.perf_counter() - t, 2); t = time.perf_counter()
+    masks = _masks(p, specs.screening())
+    result["scl_read_s"] = round(time.perf_counter() - t, 2); t = time.perf_counter()
+    scr = screen(grid, np.zeros(grid.shape), masks, specs.screening())
+    result["screen_s"] = round(time.perf_counter() - t, 2)
+result["polygons"] = len(polys)
+result["patches"] = len(grid)
+result["kept_by_labels"] = int((labels.unlabeled_fraction < 0.25).sum())
+result["flagged_cloud_or_shadow"] = int(scr.cloud_or_shadow.sum())
+""")
+    res["label_and_screen_s"] = round(
+        sum(res[k] for k in ("clc_read_s", "rasterize_s", "label_patches_s", "scl_read_s",
+                             "screen_s")), 2)  # fmt: skip
+    res["target_s"] = 20
+    res["target_peak_rss_mb"] = 2048
+    write_results(args.out, "label", {"tile_px": args.size_px, **res})
+
+
+if __name__ == "__main__":
+    main()
