@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -49,6 +50,9 @@ def main(verbose: int) -> None:
     """Build BigEarthNet-style archives from Sentinel-2 products and CLC 2018."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Dask's own loggers are chatty at INFO; keep them (and the workers') quiet unless -vv
+    if verbose < 2:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 @main.command()
@@ -84,7 +88,7 @@ def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> Non
         if not recipes:
             raise click.BadParameter(f"no demo products for tiles {tiles}")
         written = write_dataset(recipes, out_dir, size_px=size_px, seed=seed)
-        click.echo(f"{len(written['products'])} products, CLC {written['clc']} under {out_dir}")
+        click.echo(f"{len(written.products)} products, CLC {written.clc} under {out_dir}")
 
     run()
 

@@ -76,7 +76,7 @@ class ClusterSettings(_Model):
     kind: Literal["local", "slurm", "address"] = "local"
     n_workers: int | None = Field(None, gt=0, description="Local workers; default: one per core.")
     memory_limit: str = "auto"
-    slurm: SlurmSettings = SlurmSettings()
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     scheduler_address: str | None = None
 
     @model_validator(mode="after")
@@ -105,7 +105,7 @@ class RunConfig(_Model):
         None, description="Optional boundaries file (field 'country') for per-patch countries."
     )
     report_samples: int = Field(24, ge=0)
-    cluster: ClusterSettings = ClusterSettings()
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     fail_fast: bool = False
 
 

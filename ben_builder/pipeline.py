@@ -110,7 +110,7 @@ def discover_products(config: RunConfig) -> tuple[list[Path], list[TaskResult], 
         recipes = [r for r in demo_recipes() if not syn.tiles or r.tile_id in syn.tiles]
         with rasterio.Env():
             written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed)
-        return list(written["products"]), [], inputs.clc_path or written["clc"]  # type: ignore[arg-type]
+        return written.products, [], inputs.clc_path or written.clc
     folder = inputs.products_dir
     assert folder is not None  # validated by the model
     if not folder.is_dir():
@@ -263,7 +263,9 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
             for p in products
         ]
         patches = 0
-        bar = tqdm(total=len(futures), unit="product", desc=config.name, disable=not progress)
+        bar = tqdm(
+            total=len(futures), unit="product", desc=config.name, disable=None if progress else True
+        )
         with bar:
             for fut in as_completed(futures):
                 r: TaskResult = fut.result()

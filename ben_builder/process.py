@@ -205,10 +205,10 @@ def process_product(
     with stages("write"):
         rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
                               out_root, s, on_patch)  # fmt: skip
-        s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
-        part.parent.mkdir(parents=True, exist_ok=True)
-        archive.write_json(summary_file, asdict(s))
-        archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
+    s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
+    part.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_json(summary_file, asdict(s))  # the summary first: the part marks completion
+    archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
     log.info(s.line())
     return s
 

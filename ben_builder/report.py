@@ -91,7 +91,8 @@ def _quicklook(root: Path, parts: pd.DataFrame, n: int, path: Path) -> int:
         ax.imshow(_rgb(root, row))
         flags = ("C" if row.contains_cloud_or_shadow else "") + ("S" if row.contains_seasonal_snow
                                                                  else "")  # fmt: skip
-        text = "\n".join(lbl[:22] for lbl in list(row.labels)[:3])
+        labels: list[str] = list(getattr(row, "labels"))  # noqa: B009 (itertuples row)
+        text = "\n".join(lbl[:22] for lbl in labels[:3])
         ax.set_title(f"{row.x},{row.y} {flags}\n{text}", fontsize=6)
     fig.suptitle("Sample patches (RGB B04/B03/B02; C = cloud/shadow, S = snow)", fontsize=9)
     fig.tight_layout()

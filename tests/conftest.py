@@ -40,4 +40,4 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
     recipes = demo_recipes()
     with rasterio.Env():
         written = write_dataset(recipes, root, size_px=SIZE_PX, seed=0)
-    return Synthetic(root, recipes, written["products"], written["clc"], written["truth"])
+    return Synthetic(root, recipes, written.products, written.clc, written.truth)

@@ -11,6 +11,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -77,7 +78,9 @@ def _band_files(r: ProductRecipe) -> dict[str, tuple[str, int]]:
     res["B10"] = 60
     if r.level == "L1C":
         return {b: (f"{img}/{prefix}_{b}", res[b]) for b in L1C_BANDS}
-    out = {b: (f"{img}/R{res[b]}m/{prefix}_{b}_{res[b]}m", res[b]) for b in res if b != "B10"}
+    out: dict[str, tuple[str, int]] = {
+        b: (f"{img}/R{res[b]}m/{prefix}_{b}_{res[b]}m", res[b]) for b in res if b != "B10"
+    }
     out["SCL"] = (f"{img}/R20m/{prefix}_SCL_20m", 20)
     return out
 
@@ -315,15 +318,24 @@ def write_truth(r: ProductRecipe, scene: Scene, acq: Acquisition, out_dir: Path)
     return path
 
 
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """Paths of a written synthetic dataset."""
+
+    products: list[Path]
+    clc: Path
+    truth: list[Path]
+
+
 def write_dataset(
     recipes: list[ProductRecipe], out_dir: Path, size_px: int, seed: int = 0
-) -> dict[str, object]:
+) -> SyntheticDataset:
     """Write products, the CLC GeoPackage and ground truth for ``recipes`` under ``out_dir``.
 
     Layout: ``products/`` (SAFE folders and zips), ``clc/`` (the GeoPackage), ``ground_truth/``.
 
     Returns:
-        Paths written: ``{"products": [...], "clc": path, "truth": [...]}``.
+        The paths written.
     """
     (out_dir / "products").mkdir(parents=True, exist_ok=True)
     (out_dir / "clc").mkdir(exist_ok=True)
@@ -335,4 +347,4 @@ def write_dataset(
         products.append(write_product(r, scene, out_dir / "products"))
         truth.append(write_truth(r, scene, r.acquisition(scene), out_dir / "ground_truth"))
     clc = write_clc(scenes.values(), out_dir / "clc")
-    return {"products": products, "clc": clc, "truth": truth}
+    return SyntheticDataset(products=products, clc=clc, truth=truth)

@@ -1,0 +1,232 @@
+"""The whole chain on Dask: determinism, failures as data, resumability, configs, SLURM script."""
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from ben_builder import archive
+from ben_builder.config import load_config
+from ben_builder.errors import SpecError
+from ben_builder.pipeline import run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _digest_tree(root: Path) -> dict[str, str]:
+    skip = {archive.PARTS_DIR, "report"}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not skip & set(p.relative_to(root).parts)
+    } | {
+        # the parts' parquet files are archive content too (the JSON beside them holds timings)
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / archive.PARTS_DIR).glob("*.parquet"))
+    }
+
+
+@pytest.fixture(scope="module")
+def products_dir(synthetic, tmp_path_factory):
+    d = tmp_path_factory.mktemp("products")
+    picks = [
+        synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"),
+        synthetic.find(tile_id="T33UUP", level="L1C", baseline="04.00"),
+        synthetic.find(tile_id="T34VER", level="L2A"),
+    ]
+    for r in picks:
+        src = synthetic.path_of(r)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / src.name)
+    return d
+
+
+def _config(tmp_path, products_dir, clc, name="t", **extra):
+    cfg = {
+        "name": name,
+        "output": str(tmp_path / name),
+        "inputs": {"source": "local", "products_dir": str(products_dir), "clc_path": str(clc)},
+        "report_samples": 6,
+        "cluster": {"kind": "local", "n_workers": extra.pop("n_workers", 2)},
+    }
+    cfg.update(extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, synthetic):
+    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "one", n_workers=1)),
+              progress=False)  # fmt: skip
+    two = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "two", n_workers=2)),
+              progress=False)  # fmt: skip
+    assert not one.failures and not two.failures
+    assert _digest_tree(tmp_path / "one") == _digest_tree(tmp_path / "two")
+    meta = pd.read_parquet(tmp_path / "two" / archive.METADATA)
+    assert list(meta.columns) == list(archive.METADATA_COLUMNS)
+    assert set(meta.split) == {"train", "validation", "test"}
+    assert set(meta.country) == {"Austria", "Finland"}
+    report = (tmp_path / "two" / "report" / "report.md").read_text()
+    for section in (
+        "## Counts",
+        "## Per tile",
+        "## Label distribution",
+        "## Sample patches",
+        "## Timings per stage",
+        "## Inputs (SHA-256)",
+        "## Software",
+    ):
+        assert section in report
+    assert (tmp_path / "two" / "report" / "quicklook.png").stat().st_size > 10_000
+    assert (tmp_path / "two" / "report" / "label_distribution.png").stat().st_size > 5_000
+    again = run(load_config(tmp_path / "two.yaml"), progress=False)
+    assert all(r.summary and r.summary["skipped"] for r in again.results)
+    assert _digest_tree(tmp_path / "one") == _digest_tree(tmp_path / "two")
+
+
+def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, synthetic):
+    d = tmp_path / "mixed"
+    shutil.copytree(products_dir, d)
+    bad = next(p for p in d.iterdir() if p.suffix == ".zip")
+    bad.write_bytes(bad.read_bytes()[:10000])
+    cfg = _config(tmp_path, d, synthetic.clc, "mixed")
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert f"FAILED {bad.name} [open]" in r.stderr
+    out = tmp_path / "mixed"
+    import json
+
+    run_json = json.loads((out / "report" / "run.json").read_text())
+    failed = [x for x in run_json["results"] if not x["ok"]]
+    assert [x["product"] for x in failed] == [bad.name]
+    assert "CorruptProductError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
+    assert "## Failures" in (out / "report" / "report.md").read_text()
+    assert len(list((out / archive.PARTS_DIR).glob("*.parquet"))) == 2
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1 and "FAILED" in r.stderr
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir, synthetic):
+    ref = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "ref")), progress=False)
+    assert not ref.failures
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "kill")
+    out = tmp_path / "kill"
+    cmd = [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)]
+
+    # 1. SIGKILL a worker while it writes patches: Dask reruns the task elsewhere
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert _wait_for(lambda: len(list((out / archive.S2_DIR).rglob("*.tif"))) > 50)
+    workers = [
+        c
+        for c in psutil.Process(proc.pid).children(recursive=True)
+        if "spawn_main" in " ".join(c.cmdline()) or "forkserver" in " ".join(c.cmdline())
+    ]
+    assert workers
+    workers[-1].send_signal(signal.SIGKILL)
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    assert _digest_tree(out) == _digest_tree(tmp_path / "ref")
+
+    # 2. SIGKILL the whole run mid-way, then run again
+    shutil.rmtree(out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    assert _wait_for(lambda: len(list((out / archive.S2_DIR).rglob("*.tif"))) > 100)
+    import os
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (
+        not (out / archive.METADATA).exists()
+        or len(list((out / archive.PARTS_DIR).glob("*.parquet"))) < 3
+    )
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert _digest_tree(out) == _digest_tree(tmp_path / "ref")
+
+
+def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
+    base = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "base")), progress=False)
+    parts = archive.read_parts(tmp_path / "base")
+    names = sorted(parts.s2v1_name)
+    cloudy, snowy = set(names[::5]), set(names[1::7])
+    (tmp_path / "cloud.csv").write_text("\n".join(sorted(cloudy)) + "\n")
+    (tmp_path / "snow.csv").write_text("\n".join(sorted(snowy)) + "\n")
+    shutil.copytree(tmp_path / "base", tmp_path / "lists")
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "lists",
+                  flags_from_lists={"cloud_or_shadow": str(tmp_path / "cloud.csv"),
+                                    "snow": str(tmp_path / "snow.csv")})  # fmt: skip
+    res = run(load_config(cfg), progress=False)
+    assert not res.failures and not base.failures
+    meta = pd.read_parquet(tmp_path / "lists" / archive.METADATA)
+    flagged = pd.read_parquet(tmp_path / "lists" / archive.FLAGGED)
+    both = pd.concat([meta, flagged])
+    assert len(both) == len(parts)
+    assert set(both.loc[both.contains_cloud_or_shadow, "s2v1_name"]) == cloudy
+    assert set(both.loc[both.contains_seasonal_snow, "s2v1_name"]) == snowy
+    assert set(flagged.s2v1_name) == cloudy | snowy
+
+
+def test_product_list_filter_records_missing(tmp_path, products_dir, synthetic):
+    present = sorted(p.name for p in products_dir.iterdir())[0]
+    stem = present.removesuffix(".zip").removesuffix(".SAFE").rsplit("_", 1)[0]
+    csv = tmp_path / "list.csv"
+    csv.write_text(f"product\n{stem}\nS2A_MSIL2A_20170101T101031_N9999_R022_T33UUP\n")
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "listed",
+                  inputs={"source": "local", "products_dir": str(products_dir),
+                          "clc_path": str(synthetic.clc),
+                          "product_list": {"csv": str(csv), "column": "product"}})  # fmt: skip
+    res = run(load_config(cfg), progress=False)
+    assert [r.product for r in res.results if r.ok] == [present]
+    assert [(r.product, r.stage) for r in res.failures] == [
+        ("S2A_MSIL2A_20170101T101031_N9999_R022_T33UUP", "discover")
+    ]
+
+
+def test_slurm_job_script_from_config():
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "cluster-script",
+                        str(REPO / "pipelines" / "cluster-slurm.yaml")],
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    script = r.stdout
+    assert script.startswith("#!/usr/bin/env bash")
+    for line in (
+        "#SBATCH -p compute",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=16",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --constraint=cpu",
+        "module load gdal",
+    ):
+        assert line in script, line
+    assert "--nworkers 16" in script and "--nthreads 1" in script
+
+
+def test_bad_config_names_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\noutput: out\ninputs: {source: local}\ncluster: {kind: moon}\n")
+    with pytest.raises(SpecError) as err:
+        load_config(bad)
+    assert "bad.yaml" in str(err.value) and "cluster.kind" in str(err.value)
+
+
+def test_shipped_pipelines_are_valid():
+    for p in sorted((REPO / "pipelines").glob("*.yaml")):
+        cfg = load_config(p)
+        assert cfg.output.is_absolute()
