@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label clean
+.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label bench-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch bench-label
+bench: bench-patch bench-label bench-build
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
@@ -48,3 +48,6 @@ clean:
 
 bench-label: $(STAMP)
 	$(BIN)/python benchmarks/bench_label.py --out benchmarks/results/label.json
+
+bench-build: $(STAMP)
+	$(BIN)/python benchmarks/bench_build.py --out benchmarks/results/build.json
