@@ -50,3 +50,19 @@ class BandShapeError(ProductFormatError):
 
 class ClcError(BenBuilderError, ValueError):
     """The CORINE Land Cover input is unusable (schema, CRS, codes)."""
+
+
+class HubError(BenBuilderError, ConnectionError):
+    """A hub answered with an error the client cannot get past by retrying."""
+
+
+class CredentialsError(BenBuilderError, PermissionError):
+    """Hub credentials are missing or rejected."""
+
+
+class OfflineProductError(HubError):
+    """The product is in the long-term archive; retrieval was requested, come back later."""
+
+
+class ChecksumError(BenBuilderError, ValueError):
+    """A downloaded file does not match the checksum the hub published."""
