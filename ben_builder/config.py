@@ -6,11 +6,13 @@ pipeline runs the same from any working directory.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ben_builder.hub.cdse import CdseEndpoints
 from ben_builder.specs import load_yaml, parse_model
 
 
@@ -37,11 +39,45 @@ class ProductListFilter(_Model):
     )
 
 
+class HubQuery(_Model):
+    """A hub search: an area and a season, tiles, or exact names (see ``ben-builder search``)."""
+
+    level: Literal["L1C", "L2A"] = "L2A"
+    start: date | None = None
+    end: date | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    geojson: Path | None = None
+    tiles: tuple[str, ...] = ()
+    max_cloud: float | None = None
+    names: ProductListFilter | None = None
+
+
+class HubInputs(_Model):
+    """Search (unless a manifest is given) and download products before processing them."""
+
+    backend: Literal["cdse", "dhus"] = "cdse"
+    api_url: str | None = None
+    endpoints: CdseEndpoints = Field(default_factory=CdseEndpoints)
+    download_dir: Path
+    manifest: Path | None = None
+    query: HubQuery | None = None
+    max_concurrent: int = Field(4, gt=0)
+    offline_rounds: int = Field(0, ge=0)
+    offline_wait_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> HubInputs:
+        if self.manifest is None and self.query is None:
+            raise ValueError("a hub input needs a 'query' or a 'manifest'")
+        return self
+
+
 class Inputs(_Model):
     """Where products and CLC data come from."""
 
-    source: Literal["synthetic", "local"]
+    source: Literal["synthetic", "local", "hub"]
     synthetic: SyntheticInputs | None = None
+    hub: HubInputs | None = None
     products_dir: Path | None = None
     product_list: ProductListFilter | None = None
     clc_path: Path | None = None
@@ -52,6 +88,8 @@ class Inputs(_Model):
             raise ValueError("source 'synthetic' needs a 'synthetic' section")
         if self.source == "local" and self.products_dir is None:
             raise ValueError("source 'local' needs 'products_dir'")
+        if self.source == "hub" and self.hub is None:
+            raise ValueError("source 'hub' needs a 'hub' section")
         return self
 
 

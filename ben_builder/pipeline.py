@@ -24,7 +24,7 @@ import pandas as pd
 import rasterio
 
 from ben_builder import archive, specs
-from ben_builder.config import ClusterSettings, RunConfig
+from ben_builder.config import ClusterSettings, HubInputs, RunConfig
 from ben_builder.errors import ProductNotFoundError, SpecError
 from ben_builder.process import Options, process_product, stage_of
 from ben_builder.safe import ProductName
@@ -111,6 +111,10 @@ def discover_products(config: RunConfig) -> tuple[list[Path], list[TaskResult], 
         with rasterio.Env():
             written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed)
         return written.products, [], inputs.clc_path or written.clc
+    if inputs.source == "hub":
+        assert inputs.hub is not None  # validated by the model
+        found, failed = fetch_from_hub(inputs.hub)
+        return found, failed, inputs.clc_path
     folder = inputs.products_dir
     assert folder is not None  # validated by the model
     if not folder.is_dir():
@@ -136,6 +140,37 @@ def discover_products(config: RunConfig) -> tuple[list[Path], list[TaskResult], 
             for k in keys if k not in by_key
         ]  # fmt: skip
     return found, missing, inputs.clc_path
+
+
+def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[TaskResult]]:
+    """Search (or read the manifest) and download; failed downloads come back as data."""
+    from ben_builder.hub import HubSettings, make_backend
+    from ben_builder.hub.manifest import read_manifest, write_manifest
+    from ben_builder.hub.query import Query, area_from_bbox, area_from_geojson
+    from ben_builder.hub.transfer import TransferPolicy, download_all
+
+    settings = HubSettings(backend=hub.backend, api_url=hub.api_url, endpoints=hub.endpoints)
+    backend = make_backend(settings)
+    if hub.manifest is not None and hub.manifest.exists():
+        items = read_manifest(hub.manifest)
+    else:
+        q = hub.query
+        assert q is not None  # validated by the model
+        area = area_from_geojson(q.geojson) if q.geojson else None
+        if q.bbox:
+            area = area_from_bbox(q.bbox)
+        names = tuple(read_product_list(q.names.csv, q.names.column)) if q.names else ()
+        query = Query(level=q.level, start=q.start, end=q.end, area_wkt=area, tiles=q.tiles,
+                      max_cloud=q.max_cloud, names=names)  # fmt: skip
+        items = backend.search(query)
+        write_manifest(hub.manifest or hub.download_dir / "manifest.jsonl", items)
+    policy = TransferPolicy(max_concurrent=hub.max_concurrent, offline_rounds=hub.offline_rounds,
+                            offline_wait_s=hub.offline_wait_s)  # fmt: skip
+    results = download_all(items, hub.download_dir, backend, policy)
+    found = sorted(Path(r.path) for r in results if r.ok and r.path)
+    failed = [TaskResult(product=r.name, ok=False, stage="download", error=r.error)
+              for r in results if not r.ok]  # fmt: skip
+    return found, failed
 
 
 def read_product_list(path: Path, column: str) -> list[str]:

@@ -75,6 +75,8 @@ class HubState:
         self.grants: list[str] = []
         self.lock = threading.Lock()
         self.page_size_cap = 1000
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def add(self, p: HubProduct) -> None:
         self.products[p.id] = p
@@ -150,10 +152,10 @@ def _dhus_entry(p: HubProduct, base: str) -> dict:
 def _dhus_match(q: str, p: HubProduct) -> bool:
     from fnmatch import fnmatch
 
-    m = re.search(r"filename:([^\s\"]+)", q)
+    q = q.replace('"', "")  # values may come quoted
+    m = re.search(r"filename:(\S+)", q)
     if m and not fnmatch(f"{p.name}.SAFE", m.group(1)):
         return False
-    q = q.replace('"', "")  # values may come quoted
     m = re.search(r"producttype:(\S+)", q)
     if m and m.group(1) != p.product_type:
         return False
@@ -316,11 +318,21 @@ class Handler(BaseHTTPRequestHandler):
             if start >= len(data):
                 return self._send(416, b"", headers={"Content-Range": f"bytes */{len(data)}"})
         body = data[start:]
-        self.send_response(206 if rng else 200)
+        with self.state.lock:
+            self.state.in_flight += 1
+            self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
+        try:
+            self._write_body(p, body, start, len(data), bool(rng))
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
+
+    def _write_body(self, p: HubProduct, body: bytes, start: int, total: int, ranged: bool) -> None:
+        self.send_response(206 if ranged else 200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(len(body)))
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
         self.end_headers()
         with self.state.lock:
             cut = p.cut_after.pop(0) if p.cut_after else None
@@ -330,7 +342,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self.wfile.write(body)
+        for i in range(0, len(body), 1 << 16):  # in pieces, so downloads overlap in time
+            self.wfile.write(body[i : i + (1 << 16)])
 
     def _dhus(self, path: str, qs: dict[str, str]) -> None:
         if not self._basic_ok():

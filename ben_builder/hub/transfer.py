@@ -35,7 +35,8 @@ from ben_builder.hub.query import Query
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # for hashing files already on disk
+NET_CHUNK = 1 << 16  # network reads: a cut connection loses at most one partial chunk
 TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
              requests.exceptions.Timeout)  # fmt: skip
 
@@ -237,7 +238,7 @@ def download_product(
                     raise HubError(f"{item.name}: unexpected HTTP {status} from {resp.url}")
                 try:
                     with open(part, "ab") as fh:
-                        for chunk in resp.iter_content(CHUNK):
+                        for chunk in resp.iter_content(NET_CHUNK):
                             fh.write(chunk)
                             hashes.update(chunk)
                             size += len(chunk)
