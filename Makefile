@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label bench-build clean
+.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label bench-build bench-download clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch bench-label bench-build
+bench: bench-patch bench-label bench-build bench-download
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
@@ -51,3 +51,6 @@ bench-label: $(STAMP)
 
 bench-build: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py --out benchmarks/results/build.json
+
+bench-download: $(STAMP)
+	$(BIN)/python benchmarks/bench_download.py --out benchmarks/results/download.json

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 import yaml
-from hubserver import HubProduct, HubServer, HubState
+from ben_builder.hub.fakehub import HubProduct, HubServer, HubState
 
 from ben_builder import archive
 from ben_builder.config import load_config

@@ -1,5 +1,7 @@
-"""A local stand-in for CDSE and DHuS hubs, on 127.0.0.1, speaking the protocol subset the client
-uses, with fault injection. Test code only.
+"""A local stand-in for CDSE and DHuS hubs on 127.0.0.1, with fault injection.
+
+It speaks the protocol subset the client uses. For the tests and the download benchmark; the
+chain never uses it.
 
 CDSE: ``GET /odata/v1/Products?$filter&$top[&$skip]`` (catalogue, with @odata.nextLink),
 ``POST /auth/token`` (OpenID Connect password and refresh grants), ``GET
@@ -21,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -31,6 +34,8 @@ from blake3 import blake3
 
 @dataclass
 class HubProduct:
+    """A product the fake hub serves, with the faults to inject (consumed as they fire)."""
+
     id: str
     name: str  # without .SAFE
     path: Path
@@ -46,24 +51,30 @@ class HubProduct:
     retrieval_s: float = 0.5  # DHuS: time from the retrieval request to online
     online_at: float | None = None
 
-    @property
+    @cached_property
     def data(self) -> bytes:
+        """The product zip's bytes."""
         return self.path.read_bytes()
 
-    @property
+    @cached_property
     def md5(self) -> str:
+        """MD5 of the zip (hex)."""
         return hashlib.md5(self.data).hexdigest()
 
-    @property
+    @cached_property
     def blake3(self) -> str:
-        return blake3(self.data).hexdigest()
+        """BLAKE3 of the zip (hex)."""
+        return blake3(self.data, max_threads=blake3.AUTO).hexdigest()
 
     @property
     def product_type(self) -> str:
+        """Hub product type from the name."""
         return "S2MSI2A" if "_MSIL2A_" in self.name else "S2MSI1C"
 
 
 class HubState:
+    """Products, users, tokens and a request log, shared by the server threads."""
+
     def __init__(self) -> None:
         self.products: dict[str, HubProduct] = {}
         self.users = {"alice": "s3cret"}
@@ -76,9 +87,11 @@ class HubState:
         self.lock = threading.Lock()
         self.page_size_cap = 1000
         self.in_flight = 0
+        self.bytes_sent = 0
         self.max_in_flight = 0
 
     def add(self, p: HubProduct) -> None:
+        """Serve ``p``."""
         self.products[p.id] = p
 
 
@@ -175,14 +188,18 @@ def _dhus_match(q: str, p: HubProduct) -> bool:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """Request handler for both protocols."""
+
     server: HubServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:  # quiet
+        """Do not log requests."""
         pass
 
     @property
     def state(self) -> HubState:
+        """The shared hub state."""
         return self.server.state
 
     def _send(
@@ -205,6 +222,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode())
 
     def do_GET(self) -> None:
+        """Catalogue, downloads and DHuS endpoints."""
         with self.state.lock:
             self.state.requests.append(("GET", self.path, dict(self.headers)))
         parts = urlsplit(self.path)
@@ -231,9 +249,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._serve_bytes(self.state.products[m.group(1)])
         if path.startswith("/dhus/"):
             return self._dhus(path[len("/dhus") :], qs)
+        if path == "/_stats":  # for benchmarks: what the server sent, which ranges were asked for
+            ranges = [h.get("Range") for _, q, h in self.state.requests if q.startswith("/zipper/")]
+            return self._json({"bytes_sent": self.state.bytes_sent, "ranges": ranges})
         self._send(404, b"{}")
 
     def do_POST(self) -> None:
+        """The token endpoint."""
         length = int(self.headers.get("Content-Length", 0))
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
         if urlsplit(self.path).path != "/auth/token":
@@ -317,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
             start = int(m.group(1)) if m else 0
             if start >= len(data):
                 return self._send(416, b"", headers={"Content-Range": f"bytes */{len(data)}"})
-        body = data[start:]
+        body = memoryview(data)[start:]
         with self.state.lock:
             self.state.in_flight += 1
             self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
@@ -327,7 +349,9 @@ class Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.in_flight -= 1
 
-    def _write_body(self, p: HubProduct, body: bytes, start: int, total: int, ranged: bool) -> None:
+    def _write_body(
+        self, p: HubProduct, body: memoryview, start: int, total: int, ranged: bool
+    ) -> None:
         self.send_response(206 if ranged else 200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(len(body)))
@@ -337,13 +361,17 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             cut = p.cut_after.pop(0) if p.cut_after else None
         if cut is not None and cut < len(body):
+            with self.state.lock:
+                self.state.bytes_sent += cut
             self.wfile.write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        for i in range(0, len(body), 1 << 16):  # in pieces, so downloads overlap in time
-            self.wfile.write(body[i : i + (1 << 16)])
+        for i in range(0, len(body), 1 << 18):  # in pieces, so downloads overlap in time
+            self.wfile.write(body[i : i + (1 << 18)])
+        with self.state.lock:
+            self.state.bytes_sent += len(body)
 
     def _dhus(self, path: str, qs: dict[str, str]) -> None:
         if not self._basic_ok():
@@ -401,6 +429,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class HubServer(ThreadingHTTPServer):
+    """The fake hub on an ephemeral port of 127.0.0.1; a context manager serving in a thread."""
+
     daemon_threads = True
 
     def __init__(self, state: HubState) -> None:
@@ -409,6 +439,7 @@ class HubServer(ThreadingHTTPServer):
 
     @property
     def base(self) -> str:
+        """Base URL."""
         return f"http://127.0.0.1:{self.server_port}"
 
     def __enter__(self) -> HubServer:
