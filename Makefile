@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive test lint typecheck check bench bench-patch bench-label bench-build bench-download clean
+.PHONY: venv demo archive train test lint typecheck check bench bench-patch bench-label bench-build bench-download clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,6 +23,12 @@ demo: $(STAMP)
 archive: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "usage: make archive CONFIG=pipelines/<run>.yaml"; exit 2; }
 	$(BIN)/ben-builder build $(CONFIG)
+
+## train: encode the demo archive and train/evaluate the multi-branch CNN on it (CPU)
+train: $(STAMP)
+	@test -f $(DEMO)/archive/metadata.parquet || $(BIN)/ben-builder build pipelines/demo.yaml
+	$(BIN)/ben-builder encode $(DEMO)/archive --out $(DEMO)/encoded
+	$(BIN)/ben-builder train pipelines/train-demo.yaml
 
 ## test: the whole test suite (what CI runs)
 test: $(STAMP)

@@ -343,5 +343,85 @@ def download(manifest: Path, backend: str, api_url: str | None, catalogue_url: s
     go()
 
 
+@main.command()
+@click.argument("archive_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for BigEarthNet-S2.lmdb, Reference_Maps.lmdb and metadata.parquet.",
+)
+@click.option("--include-flagged", is_flag=True, help="Also encode cloud/shadow/snow patches.")
+def encode(archive_root: Path, out: Path, include_flagged: bool) -> None:
+    """Encode an archive into LMDB (key: patch name; value: safetensors of the native bands)."""
+    from ben_builder.encode import encode_archive
+
+    @_friendly
+    def go() -> None:
+        with tqdm(unit="patch", desc="encode", disable=None) as bar:
+            s = encode_archive(archive_root, out, include_flagged, on_patch=bar.update)
+        click.echo(f"{s.patches} patches {'already ' if s.skipped else ''}encoded in {out}")
+
+    go()
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            "training needs PyTorch: pip install -e '.[train]' (or make train)"
+        ) from exc
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def train(config: Path) -> None:
+    """Train a model on an encoded archive (resumes from last.pt), then evaluate it on test."""
+    _need_torch()
+    from ben_builder.train.config import load_train_config
+    from ben_builder.train.engine import BEST, evaluate
+    from ben_builder.train.engine import train as run_train
+
+    @_friendly
+    def go() -> None:
+        cfg = load_train_config(config)
+        with tqdm(unit="step", desc=cfg.name, disable=None) as bar:
+            state = run_train(
+                cfg, on_step=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}"))
+            )
+        click.echo(f"best validation macro AP {state['best_ap']:.4f} after {state['epoch']} epochs")
+        results = evaluate(cfg.output / BEST)
+        m, b = results["model"], results["baseline_train_frequencies"]
+        click.echo(
+            f"test: macro AP {m['average_precision_macro']:.4f} (baseline "
+            f"{b['average_precision_macro']:.4f}), micro F1 {m['f1_micro']:.4f} "
+            f"-> {cfg.output / 'results.md'}"
+        )
+
+    go()
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True
+)
+def evaluate(checkpoint: Path, split: str) -> None:
+    """Evaluate a checkpoint: results table, per-class table and training curve next to it."""
+    _need_torch()
+    from ben_builder.train.engine import evaluate as run_eval
+
+    @_friendly
+    def go() -> None:
+        results = run_eval(checkpoint, split)
+        for k, v in results["model"].items():
+            click.echo(
+                f"{k:28s} {v:.4f}  (baseline {results['baseline_train_frequencies'][k]:.4f})"
+            )
+
+    go()
+
+
 if __name__ == "__main__":
     main()

@@ -20,11 +20,17 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CACHE, FULL_PX, full_size_product, measure, write_results  # noqa: E402
+from common import (  # noqa: E402
+    CACHE,
+    FULL_PX,
+    bare_decode,
+    full_size_clc,
+    full_size_product,
+    write_results,
+)
 
 from ben_builder.config import load_config  # noqa: E402
 from ben_builder.synth.products import ProductRecipe  # noqa: E402
-from ben_builder.synth.writer import scene_for, write_clc  # noqa: E402
 
 
 class RssSampler:
@@ -97,21 +103,9 @@ def main() -> None:
         link = products / p.name
         if not link.exists():
             link.symlink_to(p)
-    clc_dir = CACHE / f"{args.size_px}px" / "clc"
-    clc_dir.mkdir(exist_ok=True)
-    clc = clc_dir / "U2018_CLC2018_V2020_20u1.gpkg"
-    if not clc.exists():
-        write_clc([scene_for("T33UUP", args.size_px, 0)], clc_dir)
+    clc = full_size_clc(args.size_px)
 
-    decode = measure(f"""
-import rasterio
-from ben_builder import specs
-from ben_builder.safe import open_product, read_band
-with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
-    p = open_product({str(paths[0])!r})
-    for b in specs.bands().bands:
-        read_band(p, b.name, b.resolution_m)
-""")
+    decode = bare_decode(paths[0])
     one = run_once(products, clc, 1)
     two = run_once(products, clc, 2)
     per_tile = one["wall_s"] / args.tiles

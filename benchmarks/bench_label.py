@@ -13,10 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CACHE, FULL_PX, full_size_product, measure, write_results  # noqa: E402
+from common import FULL_PX, full_size_clc, full_size_product, measure, write_results  # noqa: E402
 
 from ben_builder.synth.products import ProductRecipe  # noqa: E402
-from ben_builder.synth.writer import scene_for, write_clc  # noqa: E402
 
 
 def main() -> None:
@@ -26,11 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     recipe = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31))
     product = full_size_product(recipe, args.size_px)
-    clc_dir = CACHE / f"{args.size_px}px" / "clc"
-    clc_dir.mkdir(exist_ok=True)
-    clc = clc_dir / "U2018_CLC2018_V2020_20u1.gpkg"
-    if not clc.exists():
-        write_clc([scene_for("T33UUP", args.size_px, 0)], clc_dir)
+    clc = full_size_clc(args.size_px)
 
     res = measure(f"""
 import time

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FULL_PX, full_size_product, measure, write_results  # noqa: E402
+from common import FULL_PX, bare_decode, full_size_product, measure, write_results  # noqa: E402
 
 from ben_builder.synth.products import ProductRecipe  # noqa: E402
 
@@ -32,15 +32,7 @@ def main() -> None:
     product = full_size_product(recipe, args.size_px)
     gen_s = time.perf_counter() - t
 
-    decode = measure(f"""
-import rasterio
-from ben_builder import specs
-from ben_builder.safe import open_product, read_band
-with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
-    p = open_product({str(product)!r})
-    for b in specs.bands().bands:
-        read_band(p, b.name, b.resolution_m)
-""")
+    decode = bare_decode(product)
     work = Path(tempfile.mkdtemp(prefix="ben_bench_patch_"))
     try:
         patch = measure(f"""

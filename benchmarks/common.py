@@ -30,6 +30,31 @@ def full_size_product(recipe: ProductRecipe, size_px: int = FULL_PX) -> Path:
         return write_product(recipe, scene_for(recipe.tile_id, size_px, 0), out)
 
 
+def full_size_clc(size_px: int = FULL_PX) -> Path:
+    """Write (once) and return the CLC GeoPackage of the benchmark tile's land cover."""
+    from ben_builder.synth.writer import write_clc
+
+    clc_dir = CACHE / f"{size_px}px" / "clc"
+    clc_dir.mkdir(parents=True, exist_ok=True)
+    clc = clc_dir / "U2018_CLC2018_V2020_20u1.gpkg"
+    if not clc.exists():
+        write_clc([scene_for("T33UUP", size_px, 0)], clc_dir)
+    return clc
+
+
+def bare_decode(product: Path) -> dict[str, Any]:
+    """Decode a product's 12 bands whole, one core, in a fresh process (the floor of a tile)."""
+    return measure(f"""
+import rasterio
+from ben_builder import specs
+from ben_builder.safe import open_product, read_band
+with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
+    p = open_product({str(product)!r})
+    for b in specs.bands().bands:
+        read_band(p, b.name, b.resolution_m)
+""")
+
+
 def measure(code: str, cores: int = 1) -> dict[str, Any]:
     """Run Python ``code`` in a fresh process pinned to ``cores`` cores.
 
@@ -74,4 +99,12 @@ def now() -> float:
     return time.perf_counter()
 
 
-__all__ = ["CACHE", "full_size_product", "measure", "resource", "write_results"]
+__all__ = [
+    "CACHE",
+    "bare_decode",
+    "full_size_clc",
+    "full_size_product",
+    "measure",
+    "resource",
+    "write_results",
+]

@@ -12,7 +12,6 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 import yaml
-from ben_builder.hub.fakehub import HubProduct, HubServer, HubState
 
 from ben_builder import archive
 from ben_builder.config import load_config
@@ -20,6 +19,7 @@ from ben_builder.errors import CredentialsError
 from ben_builder.hub.cdse import CdseBackend, CdseEndpoints
 from ben_builder.hub.credentials import Credentials, credentials_for
 from ben_builder.hub.dhus import DhusBackend
+from ben_builder.hub.fakehub import HubProduct, HubServer, HubState
 from ben_builder.hub.manifest import read_manifest, write_manifest
 from ben_builder.hub.query import Query, area_from_bbox
 from ben_builder.hub.transfer import TransferPolicy, download_all, download_product

@@ -1,0 +1,1 @@
+"""Training and evaluation on encoded archives (needs the ``[train]`` extra: PyTorch)."""

@@ -1,0 +1,139 @@
+"""A PyTorch dataset over the encoded LMDB: native resolutions out, resampling on the device.
+
+Samples leave the loader at their native sizes (120/60/20 px), grouped by resolution as int32
+tensors; :class:`DeviceTransform` normalises (per-band mean/std of the train split) and resamples
+the 20 m and 60 m groups on the device, a batch at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load
+from torch.utils.data import Dataset
+
+from ben_builder import archive, specs
+from ben_builder.encode import BANDS_DB
+
+RES_GROUPS = (10, 20, 60)
+
+
+def class_names(classes: int) -> list[str]:
+    """Names of the 19 classes (official order) or the 43 v1 labels (CLC code order)."""
+    if classes == 19:
+        return list(specs.nomenclature().names)
+    v1 = specs.clc().v1_names
+    return [v1[c] for c in sorted(v1)]
+
+
+def band_groups(bands: tuple[str, ...]) -> dict[int, list[str]]:
+    """Bands by resolution, in spec order."""
+    res = {b.name: b.resolution_m for b in specs.bands().bands}
+    unknown = set(bands) - set(res)
+    if unknown:
+        raise ValueError(f"unknown bands {sorted(unknown)}")
+    return {
+        r: [b for b in bands if res[b] == r] for r in RES_GROUPS if any(res[b] == r for b in bands)
+    }
+
+
+class EncodedPatches(Dataset[dict[str, Any]]):
+    """Patches of one split from an encoded archive.
+
+    Each item: ``{"x10": (n10, 120, 120), "x20": ..., "x60": ..., "y": (classes,) float}``.
+    """
+
+    def __init__(self, encoded: Path, split: str | None, classes: int,
+                 bands: tuple[str, ...]) -> None:  # fmt: skip
+        self.path = Path(encoded) / BANDS_DB
+        meta = pd.read_parquet(Path(encoded) / archive.METADATA)
+        if split is not None:
+            meta = meta[meta["split"] == split]
+        self.keys = [k.encode() for k in meta["patch_id"]]
+        names = class_names(classes)
+        column = "labels" if classes == 19 else "labels43"
+        index = {n: i for i, n in enumerate(names)}
+        self.targets = np.zeros((len(meta), len(names)), np.float32)
+        for row, labels in enumerate(meta[column]):
+            for label in labels:
+                self.targets[row, index[label]] = 1.0
+        self.groups = band_groups(bands)
+        self._env: Any = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _txn(self) -> Any:
+        if self._env is None:  # opened lazily, once per worker process
+            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
+                                  meminit=False)  # fmt: skip
+        return self._env.begin(buffers=True)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        with self._txn() as txn:
+            arrays = load(bytes(txn.get(self.keys[i])))
+        item: dict[str, Any] = {"y": torch.from_numpy(self.targets[i])}
+        for res, names in self.groups.items():
+            stack = np.stack([arrays[b] for b in names]).astype(np.int32)
+            item[f"x{res}"] = torch.from_numpy(stack)
+        return item
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band mean and std of the train split, per resolution group."""
+
+    mean: dict[int, list[float]]
+    std: dict[int, list[float]]
+
+
+def band_stats(ds: EncodedPatches, samples: int, seed: int) -> BandStats:
+    """Mean and std of each band over up to ``samples`` train patches (a seeded subset)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(ds))[:samples]
+    sums: dict[int, np.ndarray] = {}
+    sq: dict[int, np.ndarray] = {}
+    count: dict[int, int] = {}
+    for i in idx:
+        item = ds[int(i)]
+        for res in ds.groups:
+            x = item[f"x{res}"].numpy().astype(np.float64)
+            sums[res] = sums.get(res, 0) + x.sum(axis=(1, 2))
+            sq[res] = sq.get(res, 0) + (x**2).sum(axis=(1, 2))
+            count[res] = count.get(res, 0) + x.shape[1] * x.shape[2]
+    mean = {r: (sums[r] / count[r]) for r in sums}
+    std = {r: np.sqrt(np.maximum(sq[r] / count[r] - mean[r] ** 2, 1e-6)) for r in sums}
+    return BandStats({r: mean[r].tolist() for r in mean}, {r: std[r].tolist() for r in std})
+
+
+class DeviceTransform:
+    """Normalise and (optionally) resample a batch on its device."""
+
+    def __init__(self, stats: BandStats, mode: str, device: torch.device) -> None:
+        self.mode = mode
+        self.mean = {
+            r: torch.tensor(v, device=device).view(1, -1, 1, 1) for r, v in stats.mean.items()
+        }
+        self.std = {
+            r: torch.tensor(v, device=device).view(1, -1, 1, 1) for r, v in stats.std.items()
+        }
+
+    def native(self, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Normalised float tensors per resolution, native sizes."""
+        return {r: (batch[f"x{r}"].float() - self.mean[r]) / self.std[r] for r in self.mean}
+
+    def stacked(self, batch: dict[str, torch.Tensor], size: int = 120) -> torch.Tensor:
+        """All bands resampled to ``size`` px and stacked (for single-input models)."""
+        parts = []
+        for x in self.native(batch).values():
+            if x.shape[-1] != size:
+                x = F.interpolate(x, size=(size, size), mode=self.mode, align_corners=False)
+            parts.append(x)
+        return torch.cat(parts, dim=1)
