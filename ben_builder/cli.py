@@ -387,9 +387,12 @@ def train(config: Path) -> None:
     def go() -> None:
         cfg = load_train_config(config)
         with tqdm(unit="step", desc=cfg.name, disable=None) as bar:
-            state = run_train(
-                cfg, on_step=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}"))
-            )
+
+            def step(_: int, loss: float) -> None:
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+            state = run_train(cfg, on_step=step)
         click.echo(f"best validation macro AP {state['best_ap']:.4f} after {state['epoch']} epochs")
         results = evaluate(cfg.output / BEST)
         m, b = results["model"], results["baseline_train_frequencies"]

@@ -63,7 +63,8 @@ def encode_archive(
         meta = pd.concat([meta, pd.read_parquet(root / archive.FLAGGED)], ignore_index=True)
     parts = archive.read_parts(root).set_index("patch_id")
     meta = meta.sort_values("patch_id").reset_index(drop=True)
-    meta["labels43"] = [list(parts.at[p, "labels43"]) for p in meta["patch_id"]]
+    labels43 = parts["labels43"].to_dict()
+    meta["labels43"] = pd.Series([list(labels43[p]) for p in meta["patch_id"]], dtype=object)
     products = [str(parts.at[p, "product"]).rsplit("_", 1)[0] for p in meta["patch_id"]]
     if bands_db.exists() and (out / archive.METADATA).exists():
         log.info("%s already encoded", out)
