@@ -7,6 +7,7 @@ the 20 m and 60 m groups on the device, a batch at a time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ def band_groups(bands: tuple[str, ...]) -> dict[int, list[str]]:
     }
 
 
+_ENVS: dict[tuple[int, str], Any] = {}
+
+
+def _open_env(path: Path) -> Any:
+    key = (os.getpid(), str(path))
+    if key not in _ENVS:
+        _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
+                               meminit=False)  # fmt: skip
+    return _ENVS[key]
+
+
 class EncodedPatches(Dataset[dict[str, Any]]):
     """Patches of one split from an encoded archive.
 
@@ -71,9 +83,8 @@ class EncodedPatches(Dataset[dict[str, Any]]):
         return len(self.keys)
 
     def _txn(self) -> Any:
-        if self._env is None:  # opened lazily, once per worker process
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                  meminit=False)  # fmt: skip
+        if self._env is None:  # opened lazily, once per process (LMDB forbids opening twice)
+            self._env = _open_env(self.path)
         return self._env.begin(buffers=True)
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -141,9 +141,10 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            value = float(loss.detach())
+            losses.append(value)
             if on_step is not None:
-                on_step(step, float(loss))
+                on_step(step, value)
         scores, targets = predict(model, cfg, tf, val_loader, device)
         val = all_metrics(targets, scores)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
