@@ -82,6 +82,11 @@ class EncodedPatches(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.keys)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_env"] = None  # an LMDB environment never crosses processes
+        return state
+
     def _txn(self) -> Any:
         if self._env is None:  # opened lazily, once per process (LMDB forbids opening twice)
             self._env = _open_env(self.path)

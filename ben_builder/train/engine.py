@@ -70,9 +70,12 @@ def _forward(model: nn.Module, cfg: TrainConfig, tf: DeviceTransform,
 def _loader(ds: EncodedPatches, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader[Any]:
     g = torch.Generator()
     g.manual_seed(seed)
+    # spawned workers: LMDB refuses an environment inherited through fork
+    ctx = "spawn" if cfg.num_workers > 0 else None
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, generator=g,
                       num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.num_workers > 0, drop_last=False)  # fmt: skip
+                      persistent_workers=cfg.num_workers > 0, drop_last=False,
+                      multiprocessing_context=ctx)  # fmt: skip
 
 
 def predict(model: nn.Module, cfg: TrainConfig, tf: DeviceTransform, loader: DataLoader[Any],
