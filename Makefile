@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive train test lint typecheck check bench bench-patch bench-label bench-build bench-download clean
+.PHONY: venv demo archive train test lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch bench-label bench-build bench-download
+bench: bench-patch bench-label bench-build bench-download bench-train
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
@@ -60,3 +60,7 @@ bench-build: $(STAMP)
 
 bench-download: $(STAMP)
 	$(BIN)/python benchmarks/bench_download.py --out benchmarks/results/download.json
+
+bench-train: $(STAMP)
+	@test -f $(DEMO)/encoded/metadata.parquet || $(MAKE) train
+	$(BIN)/python benchmarks/bench_train.py --out benchmarks/results/train.json
