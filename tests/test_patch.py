@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,18 +103,35 @@ def test_rerun_skips_and_is_byte_identical(synthetic, tmp_path):
     assert _digest_tree(a) == _digest_tree(b)
 
 
+def _stop_mid_write(cmd, out, stem, attempts=8):
+    """Start ``cmd`` and SIGSTOP it once it has written some patch files but not finished.
+
+    A small product is written in a fraction of a second, so a run that finished before it could
+    be stopped is discarded and started again.
+    """
+    for _ in range(attempts):
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        folder = out / archive.S2_DIR / stem
+        while proc.poll() is None and not (folder.exists() and any(folder.iterdir())):
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGSTOP)
+        if proc.poll() is None and not archive.part_path(out, stem).exists():
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.fail("could not catch the run in the middle of writing")
+
+
 def test_sigkill_mid_write_then_rerun_gives_identical_archive(synthetic, tmp_path):
     recipe = synthetic.find(level="L2A", baseline="04.00")
     product = synthetic.path_of(recipe)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     process_product(product, ref)
     cmd = [sys.executable, "-m", "ben_builder.cli", "patch", str(product), "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if len(list((killed / archive.S2_DIR).rglob("*.tif"))) > 100:
-            break
-        time.sleep(0.02)
+    proc = _stop_mid_write(cmd, killed, recipe.stem)
+    written = len(list((killed / archive.S2_DIR).rglob("*.tif")))
+    assert 0 < written < len(list((ref / archive.S2_DIR).rglob("*.tif")))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not archive.part_path(killed, recipe.stem).exists()
