@@ -113,7 +113,7 @@ def _stop_mid_write(cmd, out, stem, attempts=8):
         shutil.rmtree(out, ignore_errors=True)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         folder = out / archive.S2_DIR / stem
-        while proc.poll() is None and not (folder.exists() and any(folder.iterdir())):
+        while proc.poll() is None and not (folder.exists() and any(folder.rglob("*.tif"))):
             time.sleep(0.001)
         proc.send_signal(signal.SIGSTOP)
         if proc.poll() is None and not archive.part_path(out, stem).exists():
