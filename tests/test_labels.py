@@ -183,3 +183,14 @@ def test_strip_rasterization_equals_whole_tile(synthetic):
     whole = rasterize_codes(frame, tile, 999, strip_px=tile.size_px(10))
     for strip in (7, 100, 512):
         np.testing.assert_array_equal(rasterize_codes(frame, tile, 999, strip_px=strip), whole)
+
+
+def test_reads_a_shapefile_with_the_same_schema(tmp_path):
+    poly = _patch_box(0, 0, 0, 600)
+    frame = gpd.GeoDataFrame({"Code_18": ["311"]}, geometry=[shapely.segmentize(poly, 50)],
+                             crs="EPSG:32633").to_crs("EPSG:3035")  # fmt: skip
+    shp = tmp_path / "clc.shp"
+    frame.to_file(shp)
+    codes_px = rasterize_codes(read_clc(shp, TILE, specs.clc()), TILE, 999)
+    np.testing.assert_array_equal(codes_px[:120, :60], 311)
+    np.testing.assert_array_equal(codes_px[:120, 60:120], 999)

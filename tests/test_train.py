@@ -58,7 +58,10 @@ def test_encode_round_trip_is_bit_exact(encoded):
     env.close()
     env_ref.close()
     assert encode_archive(root, out).skipped
-    assert all(isinstance(x, np.ndarray | list) for x in meta.labels43)
+    ds43 = EncodedPatches(out, None, 43, ("B02", "B03", "B04"))
+    assert ds43.targets.shape == (len(meta), 43) and ds43.targets.sum(axis=1).min() >= 1
+    item = ds43[0]
+    assert set(item) == {"y", "x10"} and item["x10"].shape == (3, 120, 120)
 
 
 def test_models_shapes():
