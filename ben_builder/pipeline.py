@@ -267,7 +267,8 @@ def countries_of(frame: pd.DataFrame, boundaries: Path) -> pd.Series:
         ).to_crs(borders.crs)
         joined = gpd.sjoin(pts, borders[["country", "geometry"]], how="left", predicate="within")
         joined = joined[~joined.index.duplicated()]
-        out.loc[group.index] = joined["country"].where(joined["country"].notna(), None)
+        for idx, country in joined["country"].items():
+            out.at[idx] = country if isinstance(country, str) else None
     return out
 
 

@@ -232,3 +232,22 @@ def test_shipped_pipelines_are_valid():
     for p in sorted((REPO / "pipelines").glob("*.yaml")):
         cfg = load_train_config(p) if p.name.startswith("train-") else load_config(p)
         assert cfg.output.is_absolute()
+
+
+def test_countries_from_a_boundaries_file(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from ben_builder.pipeline import countries_of
+
+    borders = gpd.GeoDataFrame({"country": ["West", "East"]},
+                               geometry=[box(10, 45, 12.5, 50), box(12.5, 45, 15, 50)],
+                               crs="EPSG:4326")  # fmt: skip
+    path = tmp_path / "borders.gpkg"
+    borders.to_file(path)
+    # T33UUP's upper-left patch lies west of 12.5 E, a patch 100 km east lies east of it;
+    # a patch in the Arctic lies in neither
+    frame = pd.DataFrame({"epsg": [32633, 32633, 32633],
+                          "ulx_m": [300000.0, 400000.0, 500000.0],
+                          "uly_m": [5400000.0, 5400000.0, 8000000.0]})  # fmt: skip
+    assert list(countries_of(frame, path)) == ["West", "East", None]
