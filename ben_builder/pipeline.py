@@ -85,7 +85,15 @@ def product_task(path: str, out_root: str, options: Options, with_checksum: bool
     try:
         with rasterio.Env(**GDAL_OPTIONS):
             s = process_product(path, out_root, options)
-        digest = checksum(Path(path)) if with_checksum else None
+        digest = None
+        if with_checksum:  # hashed once per product; a re-run reads the recorded digest
+            stem = ProductName.parse(name).stem
+            record = archive.part_path(Path(out_root), stem).with_suffix(".sha256")
+            if s.skipped and record.exists():
+                digest = record.read_text().strip()
+            else:
+                digest = checksum(Path(path))
+                archive.write_bytes_replace(record, digest.encode())
         return TaskResult(product=name, ok=True, summary=asdict(s), sha256=digest)
     except Exception as exc:
         return TaskResult(product=name, ok=False, stage=stage_of(exc),

@@ -88,6 +88,8 @@ def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, syn
     assert (tmp_path / "two" / "report" / "label_distribution.png").stat().st_size > 5_000
     again = run(load_config(tmp_path / "two.yaml"), progress=False)
     assert all(r.summary and r.summary["skipped"] for r in again.results)
+    assert [r.sha256 for r in again.results] == [r.sha256 for r in two.results]
+    assert all(r.sha256 and len(r.sha256) == 64 for r in two.results)
     assert _digest_tree(tmp_path / "one") == _digest_tree(tmp_path / "two")
 
 
