@@ -79,9 +79,31 @@ def checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def product_task(path: str, out_root: str, options: Options, with_checksum: bool) -> TaskResult:
+def _pin_to_worker_core() -> None:
+    """Pin the calling thread to one core per local worker (worker ``i`` -> core ``i``).
+
+    On a workstation, workers left to float share caches badly: two unpinned workers decoded a
+    tile in ~116 s each against ~101 s pinned. Only for local clusters with no more workers than
+    cores; a failure to pin is harmless.
+    """
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if isinstance(name, int) and cores:
+            os.sched_setaffinity(0, {cores[name % len(cores)]})
+    except (ValueError, OSError, AttributeError):
+        pass
+
+
+def product_task(
+    path: str, out_root: str, options: Options, with_checksum: bool, pin: bool = False
+) -> TaskResult:
     """Process one product on a worker; never raises, failures come back as data."""
     name = Path(path).name
+    if pin:
+        _pin_to_worker_core()
     try:
         with rasterio.Env(**GDAL_OPTIONS):
             s = process_product(path, out_root, options)
@@ -300,10 +322,13 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
     options = Options(clc_path=clc, layout=config.layout)
     result = RunResult(results=list(missing))
     with dask_client(config.cluster) as client:
+        n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        n_workers = config.cluster.n_workers or os.cpu_count() or 1
+        pin = config.cluster.kind == "local" and 1 < n_workers <= n_cores
         futures = [
             client.submit(
-                product_task, str(p), str(out), options, True, key=task_key(p), pure=False
-            )
+                product_task, str(p), str(out), options, True, pin, key=task_key(p), pure=False
+            )  # fmt: skip
             for p in products
         ]
         patches = 0
