@@ -82,9 +82,9 @@ def checksum(path: Path) -> str:
 def _pin_to_worker_core() -> None:
     """Pin the calling thread to one core per local worker (worker ``i`` -> core ``i``).
 
-    On a workstation, workers left to float share caches badly: two unpinned workers decoded a
-    tile in ~116 s each against ~101 s pinned. Only for local clusters with no more workers than
-    cores; a failure to pin is harmless.
+    On a workstation, floating workers share cores badly: two unpinned workers read a tile's
+    bands in ~116 s each, where two bare decodes pinned to a core each took ~101 s. Only for
+    local clusters with no more workers than cores; a failure to pin is harmless.
     """
     try:
         from distributed import get_worker
