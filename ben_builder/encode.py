@@ -104,11 +104,10 @@ def encode_archive(
         env.close()
         if env_ref is not None:
             env_ref.close()
-    archive.write_parquet(out / f".{archive.METADATA}", meta)
     for tmp, final in ((tmp_bands, bands_db), (tmp_ref, refmaps_db)):
         if tmp.exists():
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-    os.replace(out / f".{archive.METADATA}", out / archive.METADATA)
+    archive.write_parquet(out / archive.METADATA, meta)  # last: marks the encoding complete
     return EncodeSummary(len(meta), bands_db, refmaps_db if has_refmaps else None)

@@ -6,11 +6,11 @@ A manifest holds no credentials: only what the hub publishes about each product.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ben_builder.archive import write_bytes_replace
 from ben_builder.errors import SpecError
 
 
@@ -52,9 +52,7 @@ def write_manifest(path: Path, items: Iterable[ManifestItem]) -> int:
     """Write items as JSON lines, atomically; return how many."""
     rows = [json.dumps(asdict(i), sort_keys=True) for i in items]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_replace(path, "".join(r + "\n" for r in rows).encode())
     return len(rows)
 
 

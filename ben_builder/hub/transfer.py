@@ -8,6 +8,7 @@ skips it. 429 and 5xx answers are retried with exponential backoff, honouring ``
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import logging
@@ -298,7 +299,7 @@ def download_product(
                              type(exc).__name__)  # fmt: skip
                     continue
                 if item.size is None:  # nothing to compare with: trust a clean end of body
-                    item = ManifestItem(**{**item.__dict__, "size": size})
+                    item = dataclasses.replace(item, size=size)
     except OfflineProductError as exc:
         return DownloadResult(item.name, False, offline=True, error=str(exc),
                               bytes_received=received, attempts=attempt)  # fmt: skip
@@ -347,5 +348,5 @@ def download_all(
         log.info("%d products offline; trying again in %.0f s", len(offline), policy.offline_wait_s)
         time.sleep(policy.offline_wait_s)
         rounds_left -= 1
-        todo = [ManifestItem(**{**i.__dict__, "online": True}) for i in offline]
+        todo = [dataclasses.replace(i, online=True) for i in offline]
     return [results[i.name] for i in items]

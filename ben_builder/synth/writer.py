@@ -24,6 +24,7 @@ import shapely
 from pyproj import Transformer
 
 from ben_builder import specs
+from ben_builder.archive import write_parquet
 from ben_builder.grid import TileGeometry
 from ben_builder.synth.products import ProductRecipe
 from ben_builder.synth.scene import (
@@ -312,9 +313,7 @@ def write_truth(r: ProductRecipe, scene: Scene, acq: Acquisition, out_dir: Path)
     """Record a product's ground truth per patch as parquet under ``out_dir``."""
     table = patch_truth(scene, acq, r.level, r.stem)
     path = out_dir / f"{r.stem}.parquet"
-    tmp = path.with_name(path.name + ".partial")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_parquet(path, table)
     return path
 
 
