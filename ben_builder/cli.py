@@ -96,14 +96,25 @@ def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> Non
 
 
 def _run_products(
-    products: tuple[Path, ...], out: Path, clc: Path | None, layout: str, fail_fast: bool
+    products: tuple[Path, ...],
+    out: Path,
+    clc: Path | None,
+    layout: str,
+    fail_fast: bool,
+    verify: bool = True,
+    duplicates: str = "latest",
 ) -> None:
     from ben_builder.process import Options, process_product
+    from ben_builder.safe import select_products
 
-    options = Options(clc_path=clc, layout=layout)  # type: ignore[arg-type]
+    options = Options(clc_path=clc, layout=layout, verify=verify)  # type: ignore[arg-type]
+    chosen, dropped = select_products(products, duplicates)
+    for d in dropped:
+        click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
     failures: list[tuple[Path, str]] = []
-    with tqdm(total=len(products), unit="product", desc="products", disable=None) as bar:
-        for path in products:
+    warnings: list[str] = []
+    with tqdm(total=len(chosen), unit="product", desc="products", disable=None) as bar:
+        for path in chosen:
             with tqdm(unit="patch", desc=path.name[:44], leave=False, disable=None) as pbar:
                 try:
                     s = process_product(path, out, options, on_patch=pbar.update)
@@ -114,12 +125,18 @@ def _run_products(
                     log.error("%s", exc)
                 else:
                     tqdm.write(s.line() + (" (already done)" if s.skipped else ""))
+                    warnings += [f"{path.name}: {w}" for w in s.warnings]
             bar.update()
     counts = archive.finalize(out)
     click.echo(f"metadata: {counts['metadata']} patches, flagged: {counts['flagged']} -> {out}")
+    for w in warnings:
+        click.echo(f"WARNING {w}", err=True)
     if failures:
         for path, msg in failures:
             click.echo(f"FAILED {path.name}: {msg}", err=True)
+        raise SystemExit(1)
+    if counts["metadata"] + counts["flagged"] == 0:
+        click.echo(f"FAILED: no patch was produced in {out}", err=True)
         raise SystemExit(1)
 
 
@@ -134,6 +151,19 @@ _layout_opt = click.option(
     help="BigEarthNet v2 layout, v1 layout or both.",
 )
 _ff_opt = click.option("--fail-fast", is_flag=True, help="Stop at the first failing product.")
+_verify_opt = click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check each product against its manifest.safe checksums and zip CRCs before cutting.",
+)
+_dup_opt = click.option(
+    "--duplicates",
+    type=click.Choice(["latest", "fail"]),
+    default="latest",
+    show_default=True,
+    help="Several products of one acquisition: keep the latest generation time, or fail.",
+)
 
 
 @main.command()
@@ -147,10 +177,12 @@ _ff_opt = click.option("--fail-fast", is_flag=True, help="Stop at the first fail
 )
 @_layout_opt
 @_ff_opt
+@_verify_opt
+@_dup_opt
 def patch(products: tuple[Path, ...], out: Path, clc: Path | None, layout: str,
-          fail_fast: bool) -> None:  # fmt: skip
+          fail_fast: bool, verify: bool, duplicates: str) -> None:  # fmt: skip
     """Cut PRODUCTS (.SAFE folders or .zip) into 1.2 km patches under --out."""
-    _friendly(_run_products)(products, out, clc, layout, fail_fast)
+    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates)
 
 
 @main.command()
@@ -159,14 +191,16 @@ def patch(products: tuple[Path, ...], out: Path, clc: Path | None, layout: str,
 @click.option("--clc", type=click.Path(path_type=Path), required=True, help="CLC 2018 GeoPackage.")
 @_layout_opt
 @_ff_opt
+@_verify_opt
+@_dup_opt
 def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
-            fail_fast: bool) -> None:  # fmt: skip
+            fail_fast: bool, verify: bool, duplicates: str) -> None:  # fmt: skip
     """Cut, label from CLC 2018 and screen PRODUCTS, writing patches and metadata under --out.
 
     Prints a per-tile summary: candidates, dropped for no-data, dropped for unlabelled, flagged
     cloud/shadow, flagged snow, kept.
     """
-    _friendly(_run_products)(products, out, clc, layout, fail_fast)
+    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates)
 
 
 @main.command()
@@ -195,9 +229,16 @@ def build(config: Path, fail_fast: bool | None) -> None:
             f"{cfg.name}: {result.counts['metadata']} patches in metadata.parquet, "
             f"{result.counts['flagged']} flagged; report {result.report}"
         )
+        for d in result.skipped:
+            click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
+        for w in result.warnings:
+            click.echo(f"WARNING {w}", err=True)
         if result.failures:
             for r in result.failures:
                 click.echo(f"FAILED {r.product} [{r.stage}]: {r.error}", err=True)
+            raise SystemExit(1)
+        if result.produced_nothing:
+            click.echo(f"FAILED: the run produced no patch (see {result.report})", err=True)
             raise SystemExit(1)
 
     go()

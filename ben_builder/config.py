@@ -145,6 +145,14 @@ class RunConfig(_Model):
     report_samples: int = Field(24, ge=0)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     fail_fast: bool = False
+    duplicates: Literal["latest", "fail"] = Field(
+        "latest",
+        description="Products of one acquisition (reprocessed copies): keep the latest generation "
+        "time and report the others as skipped, or fail.",
+    )
+    verify: bool = Field(
+        True, description="Check products against manifest.safe checksums and zip CRCs."
+    )
 
 
 def _resolve(value: object, base: Path) -> object:

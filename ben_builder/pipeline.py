@@ -27,7 +27,7 @@ from ben_builder import archive, specs
 from ben_builder.config import ClusterSettings, HubInputs, RunConfig
 from ben_builder.errors import ProductNotFoundError, SpecError
 from ben_builder.process import Options, process_product, stage_of
-from ben_builder.safe import ProductName
+from ben_builder.safe import Duplicate, ProductName, select_products
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class RunResult:
     """Outcome of a whole run."""
 
     results: list[TaskResult] = field(default_factory=list)
+    skipped: list[Duplicate] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     report: Path | None = None
@@ -64,6 +65,20 @@ class RunResult:
     def failures(self) -> list[TaskResult]:
         """The tasks that failed."""
         return [r for r in self.results if not r.ok]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
+        out = [f"{r.product}: {w}" for r in self.results if r.summary
+               for w in r.summary.get("warnings", [])]  # fmt: skip
+        if not self.failures and self.produced_nothing:
+            out.append("the run produced no patch at all")
+        return out
+
+    @property
+    def produced_nothing(self) -> bool:
+        """Whether the archive holds no patch (such a run must not look like a success)."""
+        return self.counts.get("metadata", 0) + self.counts.get("flagged", 0) == 0
 
 
 def checksum(path: Path) -> str:
@@ -319,8 +334,11 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     products, missing, clc = discover_products(config)
-    options = Options(clc_path=clc, layout=config.layout)
-    result = RunResult(results=list(missing))
+    products, duplicates = select_products(products, config.duplicates)
+    for d in duplicates:
+        log.warning("skip %s: %s", d.path.name, d.reason)
+    options = Options(clc_path=clc, layout=config.layout, verify=config.verify)
+    result = RunResult(results=list(missing), skipped=duplicates)
     with dask_client(config.cluster) as client:
         n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         n_workers = config.cluster.n_workers or os.cpu_count() or 1

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from ben_builder.labels import PatchLabels, label_patches
 from ben_builder.safe import (
     Product,
     open_product,
+    product_info,
     read_band,
     read_classi,
     read_cloud_gml,
@@ -59,11 +60,15 @@ class Options:
         clc_path: CLC GeoPackage; ``None`` writes unlabelled patches (no label filtering).
         layout: ``v2`` (BigEarthNet v2 folders), ``v1`` (v1 folders with JSON labels) or both.
         screening: Screening thresholds (defaults from ``data_specs/screening.yaml``).
+        verify: Check the product against its ``manifest.safe`` checksums (and zip CRCs) before
+            cutting it; a passed check is recorded in ``_parts/<product>.verified.json`` and not
+            repeated while the product's files are unchanged.
     """
 
     clc_path: Path | None = None
     layout: Layout = "v2"
     screening: specs.ScreeningSpec = field(default_factory=specs.screening)
+    verify: bool = True
 
 
 @dataclass
@@ -82,6 +87,9 @@ class ProductSummary:
     files_written: int = 0
     skipped: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    product_info: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """Human-readable one-line summary."""
@@ -180,6 +188,11 @@ def process_product(
         if removed:
             log.info("%s: removed %d partial files of an interrupted run", stem, removed)
 
+    verification = None
+    if options.verify:
+        with stages("verify"):
+            verification = _verified(Path(path), part.with_suffix(".verified.json"))
+
     band_spec = specs.bands()
     grid = PatchGrid(product.tile, band_spec.patch_size_m)
     with stages("read_bands"):
@@ -201,16 +214,48 @@ def process_product(
             labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
             keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
 
-    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level)
+    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level,
+                       product_info=product_info(product), verification=verification)  # fmt: skip
+    uncovered = int(clc_spec.no_polygon_code)
+    if codes is not None and not np.any(codes != uncovered):
+        s.warnings.append(
+            f"no CLC polygon covers tile {product.name.tile_id} in {options.clc_path}; every "
+            "patch is unlabeled (is the CLC file the right one for this region?)"
+        )
     with stages("write"):
         rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
                               out_root, s, on_patch)  # fmt: skip
+    if s.kept == 0:
+        s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
+    for w in s.warnings:
+        log.warning("%s: %s", product.name.name, w)
     s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
     part.parent.mkdir(parents=True, exist_ok=True)
     archive.write_json(summary_file, asdict(s))  # the summary first: the part marks completion
     archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
     log.info(s.line())
     return s
+
+
+def _verified(path: Path, record: Path) -> dict[str, Any]:
+    """Verify a product against its manifest once; reuse the record while its files are unchanged.
+
+    Raises:
+        CorruptProductError: a checksum, size or zip CRC does not match.
+    """
+    from ben_builder.verify import stat_fingerprint, verify_product
+
+    fingerprint = stat_fingerprint(path)
+    if record.exists():
+        with suppress(ValueError, OSError):
+            done = json.loads(record.read_text())
+            if done.get("fingerprint") == fingerprint:
+                log.info("%s: verified before, unchanged since", path.name)
+                return dict(done["verification"], reused=True)
+    result = verify_product(path).as_dict()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_json(record, {"fingerprint": fingerprint, "verification": result})
+    return result
 
 
 def _write_patches(

@@ -107,6 +107,23 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _offsets(offsets: dict[str, int]) -> str:
+    values = set(offsets.values())
+    if not values:
+        return "none"
+    return f"{values.pop():+d} (all bands)" if len(values) == 1 else str(offsets)
+
+
+def _verified(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "off"
+    if not v.get("manifest"):
+        return f"no manifest; {v.get('crc_checked', 0)} zip CRCs"
+    algos = "/".join(v.get("algorithms", []))
+    done = f"{v.get('files_checked', 0)} files {algos} ok"
+    return done + (" (recorded)" if v.get("reused") else "")
+
+
 def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path:
     """Write the report for a finished run under ``<output>/report/`` and return its path."""
     root = config.output
@@ -152,6 +169,19 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         md += ["## Failures", "", _table([[r.product, r.stage, (r.error or "").replace("|", "/")]
                                           for r in result.failures], ["product", "stage", "error"]),
                "", "Tracebacks are in run.json.", ""]  # fmt: skip
+    md += ["## Products (as read; offsets applied to reach the pre-04.00 DN convention)", "",
+           _table([[r.product, (i := r.summary.get("product_info", {})).get("level"),
+                    i.get("processing_baseline"), i.get("quantification_value"),
+                    _offsets(i.get("radiometric_offset", {})), i.get("image_format"),
+                    _verified(r.summary.get("verification"))]
+                   for r in ok if r.summary],
+                  ["product", "level", "baseline", "quantification", "offsets applied",
+                   "format", "manifest check"]), ""]  # fmt: skip
+    if result.skipped:
+        rows = [[d.path.name, d.reason] for d in result.skipped]
+        md += ["## Skipped duplicates", "", _table(rows, ["product", "reason"]), ""]
+    if result.warnings:
+        md += ["## Warnings", "", *[f"- {w}" for w in result.warnings], ""]
     md += ["## Inputs (SHA-256)", "", _table([[r.product, r.sha256] for r in ok],
                                              ["product", "sha256"]), ""]  # fmt: skip
     if clc is not None:
@@ -169,6 +199,11 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         "counts": result.counts,
         "totals": totals,
         "results": [asdict(r) for r in result.results],
+        "skipped": [
+            {"product": d.path.name, "kept": d.kept.name, "reason": d.reason}
+            for d in result.skipped
+        ],  # fmt: skip
+        "warnings": result.warnings,
         "versions": versions(),
         "clc": str(clc) if clc else None,
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +30,7 @@ import rasterio
 from defusedxml import DefusedXmlException
 from rasterio.errors import RasterioIOError
 
+from ben_builder import specs
 from ben_builder.errors import (
     BandShapeError,
     CorruptProductError,
@@ -53,6 +54,8 @@ BAND_INDEX = {
 }  # fmt: skip
 PRODUCT_TYPES = {"L1C": "S2MSI1C", "L2A": "S2MSI2A"}
 OFFSET_BASELINE = (4, 0)
+SCL_RESOLUTION_M = 20
+IMAGE_FORMATS = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}  # Granule/@imageFormat -> file extension
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,66 @@ class ProductName:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """A product left out because another product of the same acquisition was chosen."""
+
+    path: Path
+    kept: Path
+    reason: str
+
+
+def select_products(
+    paths: Iterable[Path], rule: str = "latest"
+) -> tuple[list[Path], list[Duplicate]]:
+    """One product per acquisition: reprocessed copies are duplicates, not extra data.
+
+    An acquisition is (mission, level, sensing time, relative orbit, tile). The same acquisition
+    exists several times when it was reprocessed (a later generation time, often a newer
+    baseline) or when a folder holds both ``.SAFE`` and ``.zip``. Patch names do not carry the
+    generation time, so two such products would write over each other's patches.
+
+    Args:
+        paths: Product folders or zips. Names that do not parse are passed through (opening them
+            reports the problem).
+        rule: ``"latest"`` keeps the latest generation time (then the newest baseline, then the
+            name, so the choice is deterministic); ``"fail"`` refuses any duplicate.
+
+    Returns:
+        The chosen products (sorted) and the duplicates left out.
+
+    Raises:
+        UnsupportedProductError: ``rule`` is ``"fail"`` and an acquisition occurs twice.
+    """
+    if rule not in ("latest", "fail"):
+        raise ValueError(f"duplicate rule must be 'latest' or 'fail', got {rule!r}")
+    groups: dict[tuple[object, ...], list[tuple[ProductName, Path]]] = {}
+    passed: list[Path] = []
+    for p in paths:
+        try:
+            n = ProductName.parse(Path(p).name)
+        except UnsupportedProductError:
+            passed.append(Path(p))
+            continue
+        key = (n.mission, n.level, n.sensing_time, n.relative_orbit, n.tile_id)
+        groups.setdefault(key, []).append((n, Path(p)))
+    kept, dropped = list(passed), []
+    for members in groups.values():
+        members.sort(key=lambda m: (m[0].generation_time, m[0].baseline, m[1].name))
+        best = members[-1][1]
+        kept.append(best)
+        if len(members) > 1 and rule == "fail":
+            raise UnsupportedProductError(
+                "the same acquisition is given more than once: "
+                + ", ".join(m[1].name for m in members)
+                + "; remove all but one, or set duplicates: latest"
+            )
+        for n, p in members[:-1]:
+            why = f"same acquisition as {best.name}, generated {n.generation_time:%Y%m%dT%H%M%S}"
+            dropped.append(Duplicate(p, best, why))
+    return sorted(kept), sorted(dropped, key=lambda d: d.path)
+
+
+@dataclass(frozen=True)
 class Product:
     """A Sentinel-2 product resolved on disk: metadata parsed, band locations known.
 
@@ -115,6 +178,7 @@ class Product:
         tile: Tile geometry from MTD_TL.xml.
         band_paths: GDAL path per band name (``B02``..``B12``, and ``SCL`` for L2A).
         mask_paths: GDAL paths of the L1C cloud masks present (``MSK_CLASSI`` / ``MSK_CLOUDS``).
+        image_format: ``Granule/@imageFormat``: ``JPEG2000`` (``.jp2``) or ``GeoTIFF`` (``.tif``).
     """
 
     path: Path
@@ -126,6 +190,7 @@ class Product:
     tile: TileGeometry
     band_paths: Mapping[str, str]
     mask_paths: Mapping[str, str] = field(default_factory=dict)
+    image_format: str = "JPEG2000"
 
     @property
     def stem(self) -> str:
@@ -290,6 +355,46 @@ def _parse_tile(src: _Source, rel: str) -> TileGeometry:
     return TileGeometry(epsg=int(m[1]), ulx_m=ulx, uly_m=uly, size_m=ncols * 10.0)
 
 
+def _strip_image_ext(rel: str) -> str:
+    """IMAGE_FILE entries name files without extension; tolerate the few that carry one."""
+    for ext in IMAGE_FORMATS.values():
+        if rel.lower().endswith(ext):
+            return rel[: -len(ext)]
+    return rel
+
+
+def _native_image_file(image_files: list[str], band: str, res: int, level: str) -> str | None:
+    """The IMAGE_FILE of ``band`` at resolution ``res`` (L2A: ``R<res>m/..._<band>_<res>m``).
+
+    L1C delivers each band once, at its native resolution, directly under ``IMG_DATA``. L2A
+    delivers most bands at several resolutions (B01 at 20 m and 60 m, B02 at 10, 20 and 60 m,
+    ...); only the file at the band's native resolution is the one to cut.
+    """
+    if level == "L2A":
+        rx = re.compile(rf".*/IMG_DATA/R{res}m/[^/]+_{band}_{res}m")
+    else:
+        rx = re.compile(rf".*/IMG_DATA/[^/]+_{band}")
+    return next((f for f in image_files if rx.fullmatch(f)), None)
+
+
+def _find_file(src: _Source, folder: str, name: str, referrer: str) -> str:
+    """Relative path of ``folder/name``, matching the file name case-insensitively."""
+    exact = f"{folder}/{name}" if folder else name
+    if src.exists(exact):
+        return exact
+    prefix = f"{folder}/" if folder else ""
+    hits = src.glob(rf"{re.escape(prefix)}(?i:{re.escape(name)})")
+    if len(hits) == 1:
+        return hits[0]
+    where = f"{folder}/" if folder else "the product root"
+    raise MetadataError(
+        f"{src.path}: {name} not found in {where}"
+        + (f" (several candidates: {hits})" if hits else "")
+        + (f"; {referrer} refers to it" if referrer else "")
+        + "; the product is incomplete: download it again"
+    )
+
+
 def open_product(path: str | Path) -> Product:
     """Resolve a SAFE folder or zip into a :class:`Product`.
 
@@ -317,13 +422,14 @@ def open_product(path: str | Path) -> Product:
 
 def _open(src: _Source) -> Product:
     name = ProductName.parse(src.safe_name)
-    mtd_rel = f"MTD_MSI{name.level}.xml"
-    if not src.exists(mtd_rel):
-        others = src.glob(r"MTD_\w+\.xml")
+    try:
+        mtd_rel = _find_file(src, "", f"MTD_MSI{name.level}.xml", "")
+    except MetadataError:
+        others = src.glob(r"(?i:MTD_\w+\.xml)")
         raise MetadataError(
-            f"{src.path}: {mtd_rel} not found at the product root"
+            f"{src.path}: MTD_MSI{name.level}.xml not found at the product root"
             + (f" (found {others})" if others else "")
-        )
+        ) from None
     mtd = _parse_xml(src, mtd_rel)
     ptype = _text(mtd, "PRODUCT_TYPE", src, mtd_rel)
     if ptype != PRODUCT_TYPES[name.level]:
@@ -352,36 +458,42 @@ def _open(src: _Source) -> Product:
         )
     offsets = {band: by_index.get(idx, 0) for band, idx in BAND_INDEX.items()}
 
-    image_files = [(e.text or "").strip() for e in _find_all(mtd, "IMAGE_FILE")]
+    granule_els = [g for g in _find_all(mtd, "Granule") if g.get("granuleIdentifier")]
+    image_files = [
+        _strip_image_ext((e.text or "").strip())
+        for g in granule_els
+        for e in _find_all(g, "IMAGE_FILE")
+    ]
     granules = sorted({f.split("/")[1] for f in image_files if f.startswith("GRANULE/")})
     if len(granules) != 1:
         raise MetadataError(
             f"{src.path}: {mtd_rel} must list the IMAGE_FILEs of exactly one granule, "
             f"found {granules}"
         )
+    image_format = granule_els[0].get("imageFormat", "JPEG2000")
+    ext = IMAGE_FORMATS.get(image_format)
+    if ext is None:
+        raise UnsupportedProductError(
+            f"{src.path}: {mtd_rel}: Granule imageFormat {image_format!r} is not supported "
+            f"(known: {', '.join(IMAGE_FORMATS)})"
+        )
     granule = f"GRANULE/{granules[0]}"
-    tile = _parse_tile(src, f"{granule}/MTD_TL.xml")
+    tile = _parse_tile(src, _find_file(src, granule, "MTD_TL.xml", mtd_rel))
 
     band_paths: dict[str, str] = {}
-    wanted = [*BAND_INDEX, "SCL"] if name.level == "L2A" else list(BAND_INDEX)
-    for band in wanted:
-        if name.level == "L2A":
-            rx = re.compile(rf".*/IMG_DATA/R(\d\d)m/\w+_{band}_(\d\d)m$")
-            hits = sorted(
-                (int(m[1]), f) for f in image_files if (m := rx.fullmatch(f)) and m[1] == m[2]
-            )
-            # native resolution of each band is the finest one it is delivered at
-            hit = hits[0][1] if hits else None
-        else:
-            hit = next((f for f in image_files if f.endswith(f"_{band}")), None)
+    native = {b.name: b.resolution_m for b in specs.bands().bands}
+    wanted = dict(native, SCL=SCL_RESOLUTION_M) if name.level == "L2A" else native
+    for band, res in wanted.items():
+        hit = _native_image_file(image_files, band, res, name.level)
         if hit is None:
-            if band == "B10":
-                continue  # never used; L2A does not deliver it
+            listed = sorted(f.rsplit("/", 1)[-1] for f in image_files if f"_{band}" in f)
             raise MissingBandError(
-                f"{src.path}: {mtd_rel} lists no image file for band {band}; the product is "
-                "incomplete"
+                f"{src.path}: {mtd_rel} lists no image file for band {band} at its native "
+                f"{res} m resolution"
+                + (f" (it lists {', '.join(listed)})" if listed else "")
+                + "; the product is incomplete"
             )
-        rel = hit + ".jp2"
+        rel = hit + ext
         if not src.exists(rel):
             raise MissingBandError(
                 f"{src.path}: band {band} file {rel} is listed in {mtd_rel} but missing; the "
@@ -405,6 +517,7 @@ def _open(src: _Source) -> Product:
         tile=tile,
         band_paths=band_paths,
         mask_paths=masks,
+        image_format=image_format,
     )
 
 
@@ -489,6 +602,7 @@ def product_info(product: Product) -> dict[str, Any]:
         "processing_baseline": product.processing_baseline,
         "quantification_value": product.quantification_value,
         "radiometric_offset": {k: v for k, v in product.offsets.items() if v},
+        "image_format": product.image_format,
         "epsg": product.tile.epsg,
         "ulx_m": product.tile.ulx_m,
         "uly_m": product.tile.uly_m,
