@@ -54,7 +54,7 @@ class Verification:
 
     Attributes:
         product: Product file or folder name.
-        manifest: Whether the product has a ``manifest.safe``.
+        manifest: Whether the product has a ``manifest.safe`` that describes its files.
         files_checked: Files whose checksum matched the manifest.
         bytes_checked: Bytes hashed.
         crc_checked: Zip members not in the manifest whose CRC-32 was checked.
@@ -133,6 +133,26 @@ def _hash_stream(src: _Source, rel: str, algorithm: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _size(src: _Source, rel: str) -> int:
+    if src.zip is not None:
+        return src.zip.getinfo(f"{src.safe_name}/{rel}").file_size
+    return (src.root / rel).stat().st_size
+
+
+def _describes(src: _Source, entries: list[ManifestEntry]) -> bool:
+    """Whether a manifest's declared sizes fit the product at all.
+
+    A damaged product has one or a few files that differ from its manifest. A manifest none of
+    whose declared sizes matches any present file (at least two compared) describes other files:
+    products made by Esri for the Planetary Computer carry such a placeholder (every band listed
+    at 744 bytes). Checking against it would refuse every such product.
+    """
+    sized = [e for e in entries if e.size_bytes is not None and src.exists(e.rel)]
+    if len(sized) < 2:
+        return True
+    return any(_size(src, e.rel) == e.size_bytes for e in sized)
+
+
 def verify_product(path: str | Path) -> Verification:
     """Check every file ``manifest.safe`` lists, and the CRC of every other zip member.
 
@@ -153,6 +173,13 @@ def verify_product(path: str | Path) -> Verification:
         entries = read_manifest(src)
         if not entries:
             log.warning("%s: no %s: only zip CRCs can be checked", src.path.name, MANIFEST)
+        if entries and not _describes(src, entries):
+            log.warning(
+                "%s: %s does not describe this product (no declared size matches a file: a "
+                "placeholder manifest, as in products made by Esri); only zip CRCs are checked",
+                src.path.name, MANIFEST,
+            )  # fmt: skip
+            entries = []
         checked, nbytes, absent, algos = 0, 0, [], set()
         for e in entries:
             if not src.exists(e.rel):

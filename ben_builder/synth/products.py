@@ -24,6 +24,8 @@ class ProductRecipe:
         snow: Whether seasonal snow lies on the scene.
         swath_edge: Whether part of the tile is outside the swath (no data).
         zipped: Write ``<name>.zip`` instead of a ``.SAFE`` folder.
+        image_format: ``JPEG2000`` (ESA products) or ``GeoTIFF`` (products made by Esri for the
+            Planetary Computer: ``.tif`` bands under the same names).
     """
 
     tile_id: str
@@ -36,12 +38,15 @@ class ProductRecipe:
     snow: bool = False
     swath_edge: bool = False
     zipped: bool = False
+    image_format: str = "JPEG2000"
 
     def __post_init__(self) -> None:
         if self.level not in ("L1C", "L2A"):
             raise ValueError(f"level must be L1C or L2A, got {self.level!r}")
         if len(self.baseline) != 5 or self.baseline[2] != ".":
             raise ValueError(f"baseline must look like '04.00', got {self.baseline!r}")
+        if self.image_format not in ("JPEG2000", "GeoTIFF"):
+            raise ValueError(f"image_format must be JPEG2000 or GeoTIFF, got {self.image_format!r}")
 
     @property
     def generation(self) -> datetime:

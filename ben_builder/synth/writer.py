@@ -6,6 +6,7 @@ never leaves a half-written product that looks whole.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -71,31 +72,65 @@ def _granule_id(r: ProductRecipe) -> str:
     return f"{r.level}_{r.tile_id}_A{abs_orbit:06d}_{r.generation.strftime('%Y%m%dT%H%M%S')}"
 
 
-def _band_files(r: ProductRecipe) -> dict[str, tuple[str, int]]:
-    """Band name -> (path of the JP2 relative to the SAFE root, without .jp2; resolution)."""
+L2A_FILES = {  # IMAGE_FILE kinds per resolution folder, in the order real L2A products list them
+    10: ("B02", "B03", "B04", "B08", "TCI", "AOT", "WVP"),
+    20: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12", "TCI", "AOT",
+         "WVP", "SCL"),
+    60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12", "TCI",
+         "AOT", "WVP", "SCL"),
+}  # fmt: skip
+IMAGE_EXT = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One IMAGE_FILE of a product: path (relative to the SAFE root, no extension), content."""
+
+    rel: str
+    kind: str  # band name, or TCI / AOT / WVP / SCL
+    resolution_m: int
+
+
+def image_files(r: ProductRecipe) -> list[ImageFile]:
+    """The IMAGE_FILE list of a product, as real products of its level and baseline list it.
+
+    L1C: the 13 bands and TCI, each once at its native resolution, flat under ``IMG_DATA``.
+    L2A: ``R10m``, ``R20m`` and ``R60m`` with most bands at several resolutions, plus TCI, AOT,
+    WVP and SCL (36 files from baseline 04.00 on; before it, B01 is not in ``R20m``: 35 files).
+    """
     prefix = f"{r.tile_id}_{r.sensing.strftime('%Y%m%dT%H%M%S')}"
     img = f"GRANULE/{_granule_id(r)}/IMG_DATA"
-    res = {b.name: b.resolution_m for b in specs.bands().bands}
-    res["B10"] = 60
     if r.level == "L1C":
-        return {b: (f"{img}/{prefix}_{b}", res[b]) for b in L1C_BANDS}
-    out: dict[str, tuple[str, int]] = {
-        b: (f"{img}/R{res[b]}m/{prefix}_{b}_{res[b]}m", res[b]) for b in res if b != "B10"
-    }
-    out["SCL"] = (f"{img}/R20m/{prefix}_SCL_20m", 20)
+        native = {b.name: b.resolution_m for b in specs.bands().bands}
+        native |= {"B10": 60, "TCI": 10}
+        return [ImageFile(f"{img}/{prefix}_{k}", k, native[k]) for k in (*L1C_BANDS, "TCI")]
+    out = []
+    for res, kinds_at_res in L2A_FILES.items():
+        for k in kinds_at_res:
+            if res == 20 and k == "B01" and r.offset == 0:
+                continue  # B01 at 20 m appears with baseline 04.00
+            out.append(ImageFile(f"{img}/R{res}m/{prefix}_{k}_{res}m", k, res))
     return out
 
 
-def _mtd_product(r: ProductRecipe, files: Iterable[str]) -> str:
+def _mtd_product(r: ProductRecipe, files: Iterable[str], image_format: str) -> str:
+    """``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml``: the real namespaces and element order.
+
+    Only elements real products have are written (a test checks every element path against the
+    real metadata in ``../shared/real-s2-metadata``), in their order; the many elements the
+    chain does not read (solar irradiance, GIPP lists, quality checks) are left out.
+    """
     lvl = r.level
-    ns = f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{lvl[1:]}.xsd"
-    root = "Level-2A_User_Product" if lvl == "L2A" else "Level-1C_User_Product"
+    xsd = f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{lvl[1:]}.xsd"
+    root = f"Level-{lvl[1:]}_User_Product"
     image_files = "\n".join(f"            <IMAGE_FILE>{escape(f)}</IMAGE_FILE>" for f in files)
     if lvl == "L2A":
         quant = (
-            '<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000'
-            '</BOA_QUANTIFICATION_VALUE><AOT_QUANTIFICATION_VALUE unit="none">1000.0'
-            "</AOT_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>"
+            "<QUANTIFICATION_VALUES_LIST>\n"
+            '        <BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE>\n'
+            '        <AOT_QUANTIFICATION_VALUE unit="none">1000.0</AOT_QUANTIFICATION_VALUE>\n'
+            '        <WVP_QUANTIFICATION_VALUE unit="cm">1000.0</WVP_QUANTIFICATION_VALUE>\n'
+            "      </QUANTIFICATION_VALUES_LIST>"
         )
         off_list, off_tag = "BOA_ADD_OFFSET_VALUES_LIST", "BOA_ADD_OFFSET"
     else:
@@ -104,46 +139,89 @@ def _mtd_product(r: ProductRecipe, files: Iterable[str]) -> str:
     offsets = ""
     if r.offset:
         items = "".join(
-            f'<{off_tag} band_id="{i}">{r.offset}</{off_tag}>' for i in range(len(L1C_BANDS))
+            f'\n        <{off_tag} band_id="{i}">{r.offset}</{off_tag}>'
+            for i in range(len(L1C_BANDS))
         )
-        offsets = f"<{off_list}>{items}</{off_list}>"
+        offsets = f"<{off_list}>{items}\n      </{off_list}>"
+    doi = (
+        "<PRODUCT_DOI>https://doi.org/10.5270/S2_-synthetic</PRODUCT_DOI>\n      "
+        if r.offset
+        else ""
+    )
+    sensing = r.sensing.strftime("%Y%m%dT%H%M%S")
     start = r.sensing.strftime("%Y-%m-%dT%H:%M:%S.024Z")
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:{root} xmlns:n1="{ns}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+    gen = r.generation.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    datatake = f"G{r.mission}_{sensing}_{10000 + r.relative_orbit * 7:06d}_N{r.baseline}"
+    granule_ident = (
+        f"{r.mission}_OPER_MSI_{lvl}_TL_SGS__{r.generation.strftime('%Y%m%dT%H%M%S')}_"
+        f"A{10000 + r.relative_orbit * 7:06d}_{r.tile_id}_N{r.baseline}"
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<n1:{root} xmlns:n1="{xsd}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+xsi:schemaLocation="{xsd}">
   <n1:General_Info>
     <Product_Info>
       <PRODUCT_START_TIME>{start}</PRODUCT_START_TIME>
+      <PRODUCT_STOP_TIME>{start}</PRODUCT_STOP_TIME>
       <PRODUCT_URI>{r.name}.SAFE</PRODUCT_URI>
       <PROCESSING_LEVEL>Level-{lvl[1:]}</PROCESSING_LEVEL>
       <PRODUCT_TYPE>S2MSI{lvl[1:]}</PRODUCT_TYPE>
       <PROCESSING_BASELINE>{r.baseline}</PROCESSING_BASELINE>
-      <GENERATION_TIME>{r.generation.strftime("%Y-%m-%dT%H:%M:%S.000000Z")}</GENERATION_TIME>
-      <Datatake datatakeIdentifier="GS2A_{r.sensing.strftime("%Y%m%dT%H%M%S")}">
+      {doi}<GENERATION_TIME>{gen}</GENERATION_TIME>
+      <PREVIEW_IMAGE_URL>Not applicable</PREVIEW_IMAGE_URL>
+      <PREVIEW_GEO_INFO>Not applicable</PREVIEW_GEO_INFO>
+      <Datatake datatakeIdentifier="{datatake}">
         <SPACECRAFT_NAME>Sentinel-2{r.mission[-1]}</SPACECRAFT_NAME>
+        <DATATAKE_TYPE>INS-NOBS</DATATAKE_TYPE>
+        <DATATAKE_SENSING_START>{start}</DATATAKE_SENSING_START>
         <SENSING_ORBIT_NUMBER>{r.relative_orbit}</SENSING_ORBIT_NUMBER>
+        <SENSING_ORBIT_DIRECTION>DESCENDING</SENSING_ORBIT_DIRECTION>
       </Datatake>
+      <Query_Options completeSingleTile="true">
+        <PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT>
+      </Query_Options>
       <Product_Organisation>
         <Granule_List>
-          <Granule granuleIdentifier="{_granule_id(r)}" imageFormat="JPEG2000">
+          <Granule datastripIdentifier="{granule_ident.replace("_TL_", "_DS_")}" \
+granuleIdentifier="{granule_ident}" imageFormat="{image_format}">
 {image_files}
           </Granule>
         </Granule_List>
       </Product_Organisation>
     </Product_Info>
     <Product_Image_Characteristics>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <Image_Display_Order>
+        <RED_CHANNEL>3</RED_CHANNEL>
+        <GREEN_CHANNEL>2</GREEN_CHANNEL>
+        <BLUE_CHANNEL>1</BLUE_CHANNEL>
+      </Image_Display_Order>
       {quant}
       {offsets}
     </Product_Image_Characteristics>
   </n1:General_Info>
+  <n1:Quality_Indicators_Info>
+    <Cloud_Coverage_Assessment>{100 * r.cloud_fraction:.6f}</Cloud_Coverage_Assessment>
+  </n1:Quality_Indicators_Info>
 </n1:{root}>
 """
 
 
 def _mtd_tile(r: ProductRecipe, tile: TileGeometry) -> str:
-    ns = f"https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{r.level[1:]}_Tile_Metadata.xsd"
+    xsd = f"https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{r.level[1:]}_Tile_Metadata.xsd"
     zone = tile.epsg % 100
     gen = r.generation.strftime("%Y%m%dT%H%M%S")
-    tile_name = f"S2A_OPER_MSI_{r.level}_TL_SGS__{gen}_{r.tile_id}_N{r.baseline.replace('.', '')}"
+    tile_name = (
+        f"{r.mission}_OPER_MSI_{r.level}_TL_SGS__{gen}_A{10000 + r.relative_orbit * 7:06d}_"
+        f"{r.tile_id}_N{r.baseline}"
+    )
     sizes = "".join(
         f'<Size resolution="{res}"><NROWS>{tile.size_px(res)}</NROWS>'
         f"<NCOLS>{tile.size_px(res)}</NCOLS></Size>"
@@ -154,15 +232,18 @@ def _mtd_tile(r: ProductRecipe, tile: TileGeometry) -> str:
         f"<XDIM>{res}</XDIM><YDIM>-{res}</YDIM></Geoposition>"
         for res in (10, 20, 60)
     )
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-{r.level[1:]}_Tile_ID xmlns:n1="{ns}">
+    hemisphere = "N" if tile.epsg // 100 == 326 else "S"
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<n1:Level-{r.level[1:]}_Tile_ID xmlns:n1="{xsd}" \
+xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="{xsd}">
   <n1:General_Info>
-    <TILE_ID>{tile_name}</TILE_ID>
-    <SENSING_TIME>{r.sensing.strftime("%Y-%m-%dT%H:%M:%S.457Z")}</SENSING_TIME>
+    <TILE_ID metadataLevel="Brief">{tile_name}</TILE_ID>
+    <SENSING_TIME metadataLevel="Standard">{r.sensing.strftime("%Y-%m-%dT%H:%M:%S.457Z")}\
+</SENSING_TIME>
   </n1:General_Info>
   <n1:Geometric_Info>
     <Tile_Geocoding metadataLevel="Brief">
-      <HORIZONTAL_CS_NAME>WGS84 / UTM zone {zone}N</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_NAME>WGS84 / UTM zone {zone:02d}{hemisphere}</HORIZONTAL_CS_NAME>
       <HORIZONTAL_CS_CODE>EPSG:{tile.epsg}</HORIZONTAL_CS_CODE>
       {sizes}
       {geos}
@@ -215,8 +296,101 @@ def scene_for(tile_id: str, size_px: int, seed: int) -> Scene:
     return make_scene(tile_id, geom, seed)
 
 
+def render_image(f: ImageFile, scene: Scene, acq: Acquisition, r: ProductRecipe) -> np.ndarray:
+    """Pixels of one IMAGE_FILE as the product stores them (offset added from baseline 04.00)."""
+    if f.kind == "SCL":
+        scl = render_scl(scene, acq)
+        return scl if f.resolution_m == 20 else scl[1::3, 1::3]
+    if f.kind == "B10":  # cirrus band: not used downstream, dim except under cloud
+        b09 = render_band(scene, acq, "B09", f.resolution_m, r.level)
+        return np.where(b09 > 0, b09 // 8 + 1, 0).astype(np.uint16)
+    if f.kind == "TCI":  # 8-bit true colour, 0 = no data
+        rgb = [render_band(scene, acq, b, f.resolution_m, r.level) for b in ("B04", "B03", "B02")]
+        return np.stack([np.where(c > 0, np.clip(c // 12, 1, 255), 0) for c in rgb]).astype("u1")
+    if f.kind in ("AOT", "WVP"):
+        valid = render_band(scene, acq, "B02", f.resolution_m, r.level) > 0
+        return np.where(valid, 83 if f.kind == "AOT" else 1415, 0).astype(np.uint16)
+    data = render_band(scene, acq, f.kind, f.resolution_m, r.level)
+    if r.offset:
+        valid = data != 0
+        data = data.astype(np.int32)
+        data[valid] -= r.offset
+        data = np.clip(data, 0, 65535).astype(np.uint16)
+    return data
+
+
+def write_image(
+    path: Path, data: np.ndarray, tile: TileGeometry, resolution_m: int, image_format: str
+) -> None:
+    """Write a raster as the product's ``imageFormat`` says: lossless JP2 or GeoTIFF (Esri)."""
+    if image_format == "JPEG2000":
+        write_jp2(path, data, tile, resolution_m)
+        return
+    arr = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+        dtype=arr.dtype.name, crs=f"EPSG:{tile.epsg}", transform=tile.transform(resolution_m),
+        compress="deflate", tiled=True, blockxsize=512, blockysize=512,
+    ) as ds:  # fmt: skip
+        ds.write(arr)
+
+
+def manifest_algorithm(baseline: str) -> str:
+    """Checksum algorithm of ``manifest.safe``: MD5 before baseline 05.00, SHA3-256 from it."""
+    return "SHA3-256" if tuple(int(v) for v in baseline.split(".")) >= (5, 0) else "MD5"
+
+
+def manifest_xml(safe: Path, algorithm: str, level: str) -> str:
+    """``manifest.safe`` listing every file under ``safe`` with its size and checksum."""
+    objects = []
+    files = sorted(p for p in safe.rglob("*") if p.is_file() and p.name != "manifest.safe")
+    for i, p in enumerate(files):
+        h = hashlib.new({"MD5": "md5", "SHA3-256": "sha3_256"}[algorithm], p.read_bytes())
+        digest = h.hexdigest().upper() if algorithm == "SHA3-256" else h.hexdigest()
+        objects.append(
+            f'    <dataObject ID="Object_{i}">\n'
+            f'      <byteStream mimeType="application/octet-stream" size="{p.stat().st_size}">\n'
+            f'        <fileLocation href="./{p.relative_to(safe).as_posix()}" '
+            'locatorType="URL"/>\n'
+            f'        <checksum checksumName="{algorithm}">{digest}</checksum>\n'
+            "      </byteStream>\n    </dataObject>"
+        )
+    unit = f"Product_Level-{level[1:]}"
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+        '<xfdu:XFDU xmlns:gml="http://www.opengis.net/gml" '
+        'xmlns:safe="http://www.esa.int/safe/sentinel/1.1" xmlns:xfdu="urn:ccsds:schema:xfdu:1" '
+        f'version="esa/safe/sentinel/1.1/sentinel-2/msi/archive_{level.lower()}_user_product">\n'
+        f'  <informationPackageMap>\n    <xfdu:contentUnit unitType="{unit}"/>\n'
+        "  </informationPackageMap>\n  <metadataSection/>\n  <dataObjectSection>\n"
+        + "\n".join(objects)
+        + "\n  </dataObjectSection>\n</xfdu:XFDU>\n"
+    )
+
+
+def _write_qi_masks(r: ProductRecipe, acq: Acquisition, granule: Path, tile: TileGeometry) -> None:
+    """QI_DATA cloud masks of the product's baseline family (what the reader screens L1C with)."""
+    qi = granule / "QI_DATA"
+    qi.mkdir(parents=True, exist_ok=True)
+    if r.offset:  # baseline 04.00+: raster mask (opaque cloud, cirrus, snow)
+        write_jp2(qi / "MSK_CLASSI_B00.jp2", render_classi(acq), tile, 60)
+    else:
+        (qi / "MSK_CLOUDS_B00.gml").write_text(cloud_gml(acq.cloud, tile))
+    if r.level == "L2A":  # cloud and snow probabilities, percent
+        for res in (20, 60):
+            for name, mask in (("CLDPRB", acq.cloud), ("SNWPRB", acq.snow)):
+                prob = (acq.at(mask, res) * 100).astype("u1")
+                write_jp2(qi / f"MSK_{name}_{res}m.jp2", prob, tile, res)
+
+
 def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
-    """Write one product as ``<name>.SAFE`` or ``<name>.zip`` under ``out_dir``; skip if present."""
+    """Write one product as ``<name>.SAFE`` or ``<name>.zip`` under ``out_dir``; skip if present.
+
+    The product has the real structure of its level and baseline: every IMAGE_FILE (TCI, AOT,
+    WVP, SCL and bands at several resolutions for L2A), the QI_DATA masks, ``MTD_MSIL*.xml``,
+    ``MTD_TL.xml`` and a ``manifest.safe`` with every file's checksum.
+    """
     final = out_dir / (f"{r.name}.zip" if r.zipped else f"{r.name}.SAFE")
     if final.exists():
         log.info("skip %s: already written", final.name)
@@ -227,30 +401,18 @@ def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
         shutil.rmtree(work)
     safe = work / f"{r.name}.SAFE"
     tile = scene.geometry
-    files = _band_files(r)
-    for band, (rel, res) in files.items():
-        if band == "SCL":
-            data = render_scl(scene, acq)
-        elif band == "B10":  # cirrus band: not used downstream, dim except under cloud
-            b09 = render_band(scene, acq, "B09", res, r.level)
-            data = np.where(b09 > 0, b09 // 8 + 1, 0).astype(np.uint16)
-        else:
-            data = render_band(scene, acq, band, res, r.level)
-            if r.offset:
-                valid = data != 0
-                data = data.astype(np.int32)
-                data[valid] -= r.offset
-                data = np.clip(data, 0, 65535).astype(np.uint16)
-        write_jp2(safe / f"{rel}.jp2", data, tile, res)
+    files = image_files(r)
+    ext = IMAGE_EXT[r.image_format]
+    for f in files:
+        data = render_image(f, scene, acq, r)
+        write_image(safe / f"{f.rel}{ext}", data, tile, f.resolution_m, r.image_format)
     granule = safe / "GRANULE" / _granule_id(r)
-    (safe / f"MTD_MSI{r.level}.xml").write_text(_mtd_product(r, [f for f, _ in files.values()]))
+    mtd = _mtd_product(r, [f.rel for f in files], r.image_format)
+    (safe / f"MTD_MSI{r.level}.xml").write_text(mtd)
     (granule / "MTD_TL.xml").write_text(_mtd_tile(r, tile))
-    if r.level == "L1C":
-        if r.offset:
-            write_jp2(granule / "QI_DATA" / "MSK_CLASSI_B00.jp2", render_classi(acq), tile, 60)
-        else:
-            (granule / "QI_DATA").mkdir(parents=True, exist_ok=True)
-            (granule / "QI_DATA" / "MSK_CLOUDS_B00.gml").write_text(cloud_gml(acq.cloud, tile))
+    _write_qi_masks(r, acq, granule, tile)
+    algorithm = manifest_algorithm(r.baseline)
+    (safe / "manifest.safe").write_text(manifest_xml(safe, algorithm, r.level))
     if r.zipped:
         tmp_zip = out_dir / f".{r.name}.zip.partial"
         with zipfile.ZipFile(tmp_zip, "w") as zf:
