@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -33,6 +35,12 @@ PARTIAL = ".partial"
 METADATA_COLUMNS = (
     "patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
     "contains_seasonal_snow", "contains_cloud_or_shadow",
+)  # fmt: skip
+# The published BigEarthNet v2 parquet types (string, not large_string; s1_name string, not null)
+METADATA_SCHEMA = pa.schema(
+    [("patch_id", pa.string()), ("labels", pa.list_(pa.string())), ("split", pa.string()),
+     ("country", pa.string()), ("s1_name", pa.string()), ("s2v1_name", pa.string()),
+     ("contains_seasonal_snow", pa.bool_()), ("contains_cloud_or_shadow", pa.bool_())]
 )  # fmt: skip
 
 
@@ -63,7 +71,8 @@ def write_geotiff(
         array: 2-D uint16 array.
         crs: Coordinate reference system.
         transform: Geotransform of the array.
-        compress: GDAL compression (``None`` for uncompressed, ``"deflate"`` for reference maps).
+        compress: GDAL compression (``None`` for uncompressed, ``"deflate"`` for reference maps,
+            written with ``PREDICTOR=2`` as BigEarthNet v2 publishes them).
 
     Returns:
         False if ``path`` already existed (nothing written), True otherwise.
@@ -71,7 +80,8 @@ def write_geotiff(
     if path.exists():
         return False
     tmp = atomic_path(path)
-    opts = {"compress": compress} if compress else {}
+    # deflate with horizontal differencing (PREDICTOR=2), as the published reference maps are
+    opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
     with rasterio.open(
         tmp, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
         dtype="uint16", crs=crs, transform=transform, nodata=0, **opts,
@@ -86,11 +96,14 @@ def write_json(path: Path, obj: object) -> None:
     write_bytes_replace(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    """Write a parquet file atomically."""
+def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> None:
+    """Write a parquet file atomically (with ``schema``: exactly these Arrow types)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
-    frame.to_parquet(tmp, index=False, engine="pyarrow")
+    if schema is None:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
+    else:
+        pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp)
     os.replace(tmp, path)
 
 
@@ -219,6 +232,6 @@ def finalize(
     else:
         flagged_mask = pd.Series(False, index=frame.index)
     cols = list(METADATA_COLUMNS)
-    write_parquet(root / METADATA, frame.loc[~flagged_mask, cols].reset_index(drop=True))
-    write_parquet(root / FLAGGED, frame.loc[flagged_mask, cols].reset_index(drop=True))
+    for name, rows in ((METADATA, ~flagged_mask), (FLAGGED, flagged_mask)):
+        write_parquet(root / name, frame.loc[rows, cols].reset_index(drop=True), METADATA_SCHEMA)
     return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}

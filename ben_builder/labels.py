@@ -36,8 +36,8 @@ class PatchLabels:
     names43: tuple[str, ...]
 
     def names_at(self, x: int, y: int) -> tuple[list[str], list[str]]:
-        """19-class and 43-label names of patch ``(x, y)``."""
-        c19 = [n for n, p in zip(self.names19, self.classes19[y, x], strict=True) if p]
+        """19-class names (sorted alphabetically, as published) and 43-label names of a patch."""
+        c19 = sorted(n for n, p in zip(self.names19, self.classes19[y, x], strict=True) if p)
         c43 = [n for n, p in zip(self.names43, self.labels43[y, x], strict=True) if p]
         return c19, c43
 

@@ -3,6 +3,7 @@
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
@@ -53,6 +54,7 @@ def test_labels_refmaps_and_flags_match_ground_truth(synthetic, labelled):
             ref = archive.refmap_path(out, recipe.stem, row.patch_id)
             with rasterio.open(ref) as ds:
                 assert ds.dtypes[0] == "uint16" and ds.profile["compress"] == "deflate"
+                assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
                 assert (ds.transform.c, ds.transform.f) == (got.ulx_m, got.uly_m)
                 want = codes[row.y * 120 : (row.y + 1) * 120, row.x * 120 : (row.x + 1) * 120]
                 np.testing.assert_array_equal(ds.read(1), want)
@@ -71,6 +73,27 @@ def test_metadata_and_flagged_parquet(labelled):
     assert flagged.contains_seasonal_snow.any() and flagged.contains_cloud_or_shadow.any()
     names = set(specs.nomenclature().names)
     assert all(len(x) > 0 and set(x) <= names for x in meta.labels)
+    assert all(list(x) == sorted(x) for x in meta.labels)  # published order: alphabetical
+    assert any(len(x) > 1 for x in meta.labels)
+    for name in (archive.METADATA, archive.FLAGGED):  # the published Arrow types
+        schema = pq.read_schema(out / name)
+        assert schema.remove_metadata() == archive.METADATA_SCHEMA, name
+        assert str(schema.field("patch_id").type) == "string"
+        assert str(schema.field("s1_name").type) == "string"
+        assert str(schema.field("labels").type.value_type) == "string"
+
+
+def test_reference_map_bytes_equal_gdal_deflate_predictor2(labelled, tmp_path):
+    out, _, _ = labelled
+    ref = next((out / archive.REFMAP_DIR).rglob("*_reference_map.tif"))
+    with rasterio.open(ref) as ds:
+        profile, data = ds.profile, ds.read(1)
+    want = tmp_path / "gdal.tif"
+    with rasterio.open(want, "w", driver="GTiff", width=120, height=120, count=1,
+                       dtype="uint16", crs=profile["crs"], transform=profile["transform"],
+                       nodata=0, compress="deflate", predictor=2) as ds:  # fmt: skip
+        ds.write(data, 1)
+    assert ref.read_bytes() == want.read_bytes()
 
 
 # ---------------------------------------------------------------- hand-made cases
@@ -144,7 +167,7 @@ def test_multipolygon_with_hole(tmp_path):
     codes_px, labels = _label(tmp_path, [MultiPolygon([ring, other]), hole], ["313", "512"])
     np.testing.assert_array_equal(codes_px[30:90, 30:90], 512)
     assert codes_px[0, 0] == 313 and codes_px[130, 130] == 313
-    assert labels.names_at(0, 0)[0] == ["Mixed forest", "Inland waters"]
+    assert labels.names_at(0, 0)[0] == ["Inland waters", "Mixed forest"]  # alphabetical
 
 
 def test_invalid_geometry_is_repaired_not_dropped(tmp_path):

@@ -17,7 +17,7 @@ def patch_truth(scene: Scene, acq: Acquisition, level: str, stem: str) -> pd.Dat
     masks (MSK_CLASSI / MSK_CLOUDS) mark cloud only.
 
     Returns:
-        One row per grid patch: patch_id, x, y, labels (19-class names, official order),
+        One row per grid patch: patch_id, x, y, labels (19-class names, alphabetical as published),
         labels43 (Level-3 names, by code), unlabeled_fraction, has_nodata, cloud_or_shadow, snow.
     """
     nom = specs.nomenclature()
@@ -37,7 +37,7 @@ def patch_truth(scene: Scene, acq: Acquisition, level: str, stem: str) -> pd.Dat
                 "patch_id": p.name(stem),
                 "x": p.x,
                 "y": p.y,
-                "labels": [nom.names[i] for i in classes],
+                "labels": sorted(nom.names[i] for i in classes),
                 "labels43": [v1[f"{int(c):03d}"] for c in present if f"{int(c):03d}" in v1],
                 "unlabeled_fraction": float(1 - mapped.mean()),
                 "has_nodata": bool(nodata_b[p.y, p.x].any()),
