@@ -28,6 +28,7 @@ from ben_builder.config import ClusterSettings, HubInputs, RunConfig
 from ben_builder.errors import ProductNotFoundError, SpecError
 from ben_builder.process import Options, process_product, stage_of
 from ben_builder.safe import Duplicate, ProductName, select_products
+from ben_builder.verify import product_files
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,7 @@ class RunResult:
 def checksum(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative path and content, sorted)."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
+    for f in product_files(path):
         if path.is_dir():
             h.update(f.relative_to(path).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
@@ -336,7 +336,7 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
     products, missing, clc = discover_products(config)
     products, duplicates = select_products(products, config.duplicates)
     for d in duplicates:
-        log.warning("skip %s: %s", d.path.name, d.reason)
+        log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
     options = Options(clc_path=clc, layout=config.layout, verify=config.verify)
     result = RunResult(results=list(missing), skipped=duplicates)
     with dask_client(config.cluster) as client:

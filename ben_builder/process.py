@@ -227,8 +227,8 @@ def process_product(
                               out_root, s, on_patch)  # fmt: skip
     if s.kept == 0:
         s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
-    for w in s.warnings:
-        log.warning("%s: %s", product.name.name, w)
+    for w in s.warnings:  # data in the summary; the CLI and the run report print them once
+        log.info("%s: %s", product.name.name, w)
     s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
     part.parent.mkdir(parents=True, exist_ok=True)
     archive.write_json(summary_file, asdict(s))  # the summary first: the part marks completion

@@ -113,8 +113,9 @@ def read_manifest(src: _Source) -> list[ManifestEntry]:
     return entries
 
 
-def _hash_stream(src: _Source, rel: str, algorithm: str) -> tuple[str, int]:
-    h = hashlib.new(ALGORITHMS[algorithm.upper()])
+def _hash_stream(src: _Source, rel: str, algorithm: str | None) -> tuple[str, int]:
+    """Read a file to its end (a zip member's CRC is checked there), hashing it unless None."""
+    h = hashlib.new(ALGORITHMS[algorithm.upper()]) if algorithm else None
     n = 0
     try:
         if src.zip is not None:
@@ -123,14 +124,15 @@ def _hash_stream(src: _Source, rel: str, algorithm: str) -> tuple[str, int]:
             fh = open(src.root / rel, "rb")  # noqa: SIM115 - closed below
         with fh:
             while chunk := fh.read(CHUNK):
-                h.update(chunk)
+                if h is not None:
+                    h.update(chunk)
                 n += len(chunk)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CorruptProductError(
             f"{src.path}: {rel} cannot be read in full ({exc}); the product is corrupt: "
             "download it again"
         ) from exc
-    return h.hexdigest(), n
+    return (h.hexdigest() if h is not None else ""), n
 
 
 def _size(src: _Source, rel: str) -> int:
@@ -206,7 +208,7 @@ def verify_product(path: str | Path) -> Verification:
             for info in src.zip.infolist():
                 if info.is_dir() or info.filename in listed:
                     continue
-                _hash_stream(src, info.filename.split("/", 1)[1], "MD5")  # reads -> CRC check
+                _hash_stream(src, info.filename.split("/", 1)[1], None)  # read through: CRC
                 crc += 1
         if absent:
             log.info("%s: %d files listed in %s are absent (e.g. %s)", src.path.name,
@@ -220,6 +222,11 @@ def verify_product(path: str | Path) -> Verification:
         src.close()
 
 
+def product_files(path: Path) -> list[Path]:
+    """The files of a product: the zip itself, or every file under a ``.SAFE`` folder, sorted."""
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
 def stat_fingerprint(path: str | Path) -> str:
     """A cheap identity of a product's files: relative path, size and mtime of each (no content).
 
@@ -227,8 +234,7 @@ def stat_fingerprint(path: str | Path) -> str:
     """
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
+    for f in product_files(path):
         st = f.stat()
         rel = f.name if f == path else f.relative_to(path).as_posix()
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -30,10 +30,11 @@ import numpy as np
 
 from ben_builder import specs
 from ben_builder.grid import TileGeometry
-from ben_builder.safe import ProductName
+from ben_builder.safe import IMAGE_FORMATS, ProductName
 from ben_builder.synth.products import ProductRecipe
 from ben_builder.synth.scene import Acquisition, Scene, make_scene
 from ben_builder.synth.writer import ImageFile, cloud_gml, render_image, write_image
+from ben_builder.verify import ALGORITHMS
 
 REAL_METADATA = Path(
     os.environ.get(
@@ -41,8 +42,6 @@ REAL_METADATA = Path(
         Path(__file__).resolve().parents[2] / "shared" / "real-s2-metadata",
     )
 )
-EXT = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}
-ALGO = {"MD5": "md5", "SHA3-256": "sha3_256"}
 
 
 def real_products() -> list[Path]:
@@ -128,7 +127,7 @@ class Built:
 
 def _blank(cache: Path, fmt: str, n: int, count: int, dtype: str, tile: TileGeometry) -> Path:
     """A blank (all-zero) raster of a given size, encoded once and copied for every file."""
-    path = cache / f"blank_{n}_{count}_{dtype}{EXT[fmt]}"
+    path = cache / f"blank_{n}_{count}_{dtype}{IMAGE_FORMATS[fmt]}"
     if not path.exists():
         arr = np.zeros((count, n, n), dtype) if count > 1 else np.zeros((n, n), dtype)
         geom = TileGeometry(tile.epsg, tile.ulx_m, tile.uly_m, n * 10.0)
@@ -154,7 +153,7 @@ def _genuine(src: Path, manifest: str, mtd_name: str) -> bool:
     )
     if not m:
         return False
-    digest = hashlib.new(ALGO[m[1]], (src / mtd_name).read_bytes()).hexdigest()
+    digest = hashlib.new(ALGORITHMS[m[1]], (src / mtd_name).read_bytes()).hexdigest()
     return digest.lower() == m[2].strip().lower()
 
 
@@ -170,7 +169,7 @@ def _update_manifest(manifest: str, safe: Path, rels: list[str]) -> str:
         if m is None:
             continue
         data = (safe / rel).read_bytes()
-        digest = hashlib.new(ALGO[m[4]], data).hexdigest()
+        digest = hashlib.new(ALGORITHMS[m[4]], data).hexdigest()
         digest = digest.upper() if m[6].isupper() else digest
         manifest = (
             manifest[: m.start()]
@@ -212,7 +211,7 @@ def build(
         geometry = TileGeometry(geometry.epsg, geometry.ulx_m, geometry.uly_m, size_px * 10.0)
         scene = make_scene(meta.name.tile_id, geometry, seed)
         acq = recipe.acquisition(scene)
-    ext = EXT[meta.image_format]
+    ext = IMAGE_FORMATS[meta.image_format]
     written: list[str] = []
     for rel in meta.image_files:
         f = meta.image(rel)

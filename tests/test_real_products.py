@@ -25,7 +25,7 @@ from ben_builder.cli import main
 from ben_builder.errors import CorruptProductError, MissingBandError, UnsupportedProductError
 from ben_builder.grid import PatchGrid
 from ben_builder.process import Options, process_product
-from ben_builder.safe import open_product, select_products
+from ben_builder.safe import IMAGE_FORMATS, open_product, select_products
 from ben_builder.synth.products import ProductRecipe
 from ben_builder.synth.scene import render_band
 from ben_builder.synth.writer import image_files, scene_for, write_product
@@ -60,7 +60,7 @@ def test_full_size_product_opens_as_its_metadata_says(key, zipped, tmp_path, bla
     built = build(_real(key), tmp_path, zipped=zipped, blank_cache=blank_cache)
     meta = built.meta
     p = open_product(built.path)
-    ext = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}[meta.image_format]
+    ext = IMAGE_FORMATS[meta.image_format]
     assert p.image_format == meta.image_format
     assert p.processing_baseline == f"{meta.name.baseline[:2]}.{meta.name.baseline[2:]}"
     assert p.quantification_value == 10000

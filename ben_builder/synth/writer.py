@@ -27,6 +27,7 @@ from pyproj import Transformer
 from ben_builder import specs
 from ben_builder.archive import write_parquet
 from ben_builder.grid import TileGeometry
+from ben_builder.safe import IMAGE_FORMATS
 from ben_builder.synth.products import ProductRecipe
 from ben_builder.synth.scene import (
     NO_POLYGON,
@@ -38,6 +39,7 @@ from ben_builder.synth.scene import (
     render_scl,
 )
 from ben_builder.synth.truth import patch_truth
+from ben_builder.verify import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,6 @@ L2A_FILES = {  # IMAGE_FILE kinds per resolution folder, in the order real L2A p
     60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12", "TCI",
          "AOT", "WVP", "SCL"),
 }  # fmt: skip
-IMAGE_EXT = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def manifest_xml(safe: Path, algorithm: str, level: str) -> str:
     objects = []
     files = sorted(p for p in safe.rglob("*") if p.is_file() and p.name != "manifest.safe")
     for i, p in enumerate(files):
-        h = hashlib.new({"MD5": "md5", "SHA3-256": "sha3_256"}[algorithm], p.read_bytes())
+        h = hashlib.new(ALGORITHMS[algorithm], p.read_bytes())
         digest = h.hexdigest().upper() if algorithm == "SHA3-256" else h.hexdigest()
         objects.append(
             f'    <dataObject ID="Object_{i}">\n'
@@ -402,7 +403,7 @@ def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
     safe = work / f"{r.name}.SAFE"
     tile = scene.geometry
     files = image_files(r)
-    ext = IMAGE_EXT[r.image_format]
+    ext = IMAGE_FORMATS[r.image_format]
     for f in files:
         data = render_image(f, scene, acq, r)
         write_image(safe / f"{f.rel}{ext}", data, tile, f.resolution_m, r.image_format)
