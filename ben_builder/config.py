@@ -34,8 +34,10 @@ class ProductListFilter(_Model):
 
     csv: Path
     column: str
-    match: Literal["name", "stem"] = Field(
-        "stem", description="Compare full product names or names without generation time."
+    match: Literal["name", "stem", "acquisition"] = Field(
+        "stem",
+        description="Compare full product names, names without generation time, or the "
+        "acquisition (mission, sensing time, orbit, tile: an L1C matches its L2A).",
     )
 
 
@@ -131,6 +133,31 @@ class FlagLists(_Model):
     snow: Path
 
 
+class CountrySettings(_Model):
+    """Per-patch countries from a boundaries file (see ``bigearthnet.closest_country``)."""
+
+    path: Path = Field(description="Boundaries file, e.g. Natural Earth ne_110m_admin_0_countries.")
+    field: str = Field("NAME", description="Attribute with the country name (any case).")
+    candidates: tuple[str, ...] | None = Field(
+        None,
+        description="Countries to choose among; default every feature (the reproduction: "
+        "the ten BigEarthNet countries).",
+    )
+    rule: Literal["closest", "within"] = Field(
+        "closest", description="Nearest candidate (sea patches too) or only the one containing it."
+    )
+
+
+class Sen2CorSettings(_Model):
+    """Make L2A products from L1C ones with sen2cor before cutting (``ben_builder.sen2cor``)."""
+
+    executable: str = Field("L2A_Process", description="L2A_Process on PATH, or its path.")
+    version: str | None = Field("2.11", description="Expected sen2cor version; null: any.")
+    output_dir: Path = Field(description="Where the L2A .SAFE folders (and sen2cor logs) go.")
+    extra_args: tuple[str, ...] = ()
+    timeout_s: float = Field(4 * 3600.0, gt=0)
+
+
 class RunConfig(_Model):
     """One run of the chain: inputs, output archive, processing and cluster settings."""
 
@@ -139,8 +166,13 @@ class RunConfig(_Model):
     inputs: Inputs
     layout: Literal["v2", "v1", "both"] = "v2"
     flags_from_lists: FlagLists | None = None
-    countries_path: Path | None = Field(
-        None, description="Optional boundaries file (field 'country') for per-patch countries."
+    countries: CountrySettings | None = None
+    sen2cor: Sen2CorSettings | None = None
+    reproduce: Literal["bigearthnet-v2"] | None = Field(
+        None,
+        description="Apply BigEarthNet v2's rules (ben_builder.bigearthnet): v1 names from v1's "
+        "table, flags from the published lists (unless flags_from_lists names others), the ten "
+        "countries, and the 115 products as the default product list.",
     )
     report_samples: int = Field(24, ge=0)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
@@ -153,6 +185,16 @@ class RunConfig(_Model):
     verify: bool = Field(
         True, description="Check products against manifest.safe checksums and zip CRCs."
     )
+
+    @model_validator(mode="after")
+    def _check_reproduction(self) -> RunConfig:
+        if self.reproduce == "bigearthnet-v2" and self.countries is None:
+            raise ValueError(
+                "reproduce: bigearthnet-v2 needs 'countries: {path: ...}', the Natural Earth "
+                "admin-0 countries at 1:110m, v5.1.2 (ne_110m_admin_0_countries.zip from "
+                "naturalearthdata.com, unzipped), as the published v2 used"
+            )
+        return self
 
 
 def _resolve(value: object, base: Path) -> object:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -23,8 +24,14 @@ from typing import Any
 import pandas as pd
 import rasterio
 
-from ben_builder import archive, specs
-from ben_builder.config import ClusterSettings, HubInputs, RunConfig
+from ben_builder import archive, bigearthnet, specs
+from ben_builder.config import (
+    ClusterSettings,
+    HubInputs,
+    ProductListFilter,
+    RunConfig,
+    Sen2CorSettings,
+)
 from ben_builder.errors import ProductNotFoundError, SpecError
 from ben_builder.process import Options, process_product, stage_of
 from ben_builder.safe import Duplicate, ProductName, select_products
@@ -138,6 +145,73 @@ def product_task(
                           traceback=traceback.format_exc())  # fmt: skip
 
 
+def sen2cor_task(path: str, settings: Sen2CorSettings) -> TaskResult:
+    """Make one L2A product with sen2cor on a worker; never raises, failures come back as data."""
+    from ben_builder.sen2cor import run_sen2cor
+
+    name = Path(path).name
+    try:
+        made = run_sen2cor(path, settings)
+        return TaskResult(product=name, ok=True, summary={"l2a": str(made)})
+    except Exception as exc:
+        return TaskResult(product=name, ok=False, stage="sen2cor",
+                          error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())  # fmt: skip
+
+
+def make_l2a(
+    client: Any, products: list[Path], config: RunConfig, progress: bool
+) -> tuple[list[Path], list[TaskResult]]:
+    """Replace each L1C product by its L2A: one given beside it, one made before, or sen2cor's.
+
+    Without ``sen2cor`` settings, L1C products pass unchanged, except in a BigEarthNet v2
+    reproduction, which is made of L2A products only: there they are recorded as failures.
+
+    Returns:
+        The products to cut and the failures (stage ``sen2cor``).
+    """
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    from ben_builder.sen2cor import check_version, find_l2a
+
+    level = {p: ProductName.parse(p.name).level for p in products}
+    l2a = [p for p in products if level[p] == "L2A"]
+    have = {bigearthnet.acquisition(p.name) for p in l2a}
+    l1c = [p for p in products if level[p] == "L1C" and bigearthnet.acquisition(p.name) not in have]
+    settings = config.sen2cor
+    if settings is None:
+        if config.reproduce != "bigearthnet-v2":
+            return products, []
+        return sorted(l2a), [
+            TaskResult(product=p.name, ok=False, stage="sen2cor",
+                       error="an L1C product: BigEarthNet v2 is made of sen2cor's L2A products; "
+                       "set 'sen2cor' in the configuration or put the L2A product beside it")
+            for p in l1c
+        ]  # fmt: skip
+    if not l1c:
+        return sorted(l2a), []
+    if any(find_l2a(p, settings.output_dir) is None for p in l1c):
+        log.info("sen2cor %s", check_version(settings))  # before any work: missing or wrong version
+    futures = [
+        client.submit(sen2cor_task, str(p), settings, key=f"sen2cor-{p.name}", pure=False)
+        for p in l1c
+    ]
+    made, failed = list(l2a), []
+    disable = None if progress else True
+    bar = tqdm(total=len(futures), unit="product", desc="sen2cor", disable=disable)
+    with bar:
+        for fut in as_completed(futures):
+            r: TaskResult = fut.result()
+            if r.ok and r.summary:
+                made.append(Path(r.summary["l2a"]))
+            else:
+                log.error("%s failed in stage sen2cor: %s", r.product, r.error)
+                failed.append(r)
+            bar.update()
+    return sorted(made), failed
+
+
 def task_key(path: Path) -> str:
     """Deterministic Dask key of a product's task."""
     return f"product-{path.name}"
@@ -166,25 +240,54 @@ def discover_products(config: RunConfig) -> tuple[list[Path], list[TaskResult], 
         raise ProductNotFoundError(f"{folder}: products_dir does not exist")
     found = sorted(p for p in folder.iterdir() if p.name.endswith((".SAFE", ".zip")))
     missing: list[TaskResult] = []
-    if inputs.product_list is not None:
-        wanted = read_product_list(inputs.product_list.csv, inputs.product_list.column)
-        by_key: dict[str, Path] = {}
-        for p in found:
-            try:
-                n = ProductName.parse(p.name)
-            except ValueError:
-                continue
-            by_key[n.stem if inputs.product_list.match == "stem" else n.name] = p
-        keys = [w.removesuffix(".SAFE") for w in wanted]
-        if inputs.product_list.match == "stem":
-            keys = [k if k.count("_") == 5 else k.rsplit("_", 1)[0] for k in keys]
-        found = sorted({by_key[k] for k in keys if k in by_key})
-        missing = [
-            TaskResult(product=k, ok=False, stage="discover",
-                       error=f"listed in {inputs.product_list.csv.name} but not in {folder}")
-            for k in keys if k not in by_key
-        ]  # fmt: skip
+    product_list = inputs.product_list
+    if product_list is None and config.reproduce == "bigearthnet-v2":
+        # v2's products by acquisition: its L1C products (for sen2cor) or the L2A made of them
+        product_list = ProductListFilter(
+            csv=bigearthnet.data_dir() / bigearthnet.V2_PRODUCTS, column="product",
+            match="acquisition",
+        )  # fmt: skip
+    if product_list is not None:
+        found, missing = filter_by_list(found, product_list, folder)
     return found, missing, inputs.clc_path
+
+
+def _list_key(name: str, match: str) -> str | None:
+    if match == "acquisition":
+        try:
+            return bigearthnet.acquisition(name)
+        except SpecError:
+            return None
+    bare = re.sub(r"(\.SAFE)?(\.zip)?$", "", name)
+    if match == "stem" and bare.count("_") > 5:
+        return bare.rsplit("_", 1)[0]
+    return bare
+
+
+def filter_by_list(
+    found: list[Path], product_list: ProductListFilter, folder: Path
+) -> tuple[list[Path], list[TaskResult]]:
+    """The products of ``found`` named in the list, and each listed one absent (as a failure).
+
+    With ``match: acquisition`` every product of a listed acquisition is kept (its L1C and L2A).
+    """
+    wanted = read_product_list(product_list.csv, product_list.column)
+    keys = [_list_key(w, product_list.match) for w in wanted]
+    bad = [w for w, k in zip(wanted, keys, strict=True) if k is None]
+    if bad:
+        raise SpecError(f"{product_list.csv}: {bad[:3]} are not Sentinel-2 product names")
+    by_key: dict[str, list[Path]] = {}
+    for p in found:
+        k = _list_key(p.name, product_list.match)
+        if k is not None:
+            by_key.setdefault(k, []).append(p)
+    kept = sorted({p for k in keys if k is not None and k in by_key for p in by_key[k]})
+    missing = [
+        TaskResult(product=w.removesuffix(".SAFE"), ok=False, stage="discover",
+                   error=f"listed in {product_list.csv.name} but not in {folder}")
+        for w, k in zip(wanted, keys, strict=True) if k not in by_key
+    ]  # fmt: skip
+    return kept, missing
 
 
 def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[TaskResult]]:
@@ -278,43 +381,33 @@ def make_slurm_cluster(settings: ClusterSettings) -> Any:
 
 def _adjust_metadata(config: RunConfig) -> Any:
     flags = config.flags_from_lists
-    lists = (read_name_list(flags.cloud_or_shadow), read_name_list(flags.snow)) if flags else None
+    lists: tuple[frozenset[str] | set[str], frozenset[str] | set[str]] | None = None
+    if flags is not None:
+        lists = (read_name_list(flags.cloud_or_shadow), read_name_list(flags.snow))
+    elif config.reproduce == "bigearthnet-v2":
+        lists = (bigearthnet.cloud_or_shadow_names(), bigearthnet.snow_names())
     tile_country = {t.tile_id: t.country for t in specs.tiles().tiles}
+    countries = config.countries
+    borders = None
+    if countries is not None:  # read (and checked) before any product is processed
+        candidates = countries.candidates
+        if candidates is None and config.reproduce == "bigearthnet-v2":
+            candidates = bigearthnet.COUNTRIES
+        borders = bigearthnet.read_boundaries(countries.path, countries.field, candidates)
 
     def adjust(frame: pd.DataFrame) -> pd.DataFrame:
         if lists is not None:
             frame["contains_cloud_or_shadow"] = frame["s2v1_name"].isin(lists[0])
             frame["contains_seasonal_snow"] = frame["s2v1_name"].isin(lists[1])
             frame["flagged"] = frame["contains_cloud_or_shadow"] | frame["contains_seasonal_snow"]
-        if config.countries_path is not None:
-            frame["country"] = countries_of(frame, config.countries_path)
+        if countries is not None and len(frame):
+            frame["country"] = bigearthnet.closest_country(frame, borders, countries.rule)
         elif len(frame):
             frame["country"] = frame["tile_id"].map(tile_country).astype(object)
             frame.loc[frame["country"].isna(), "country"] = None
         return frame
 
     return adjust
-
-
-def countries_of(frame: pd.DataFrame, boundaries: Path) -> pd.Series:
-    """Country of each patch centre from a boundaries file with a ``country`` field."""
-    import geopandas as gpd
-
-    borders = gpd.read_file(boundaries)
-    if "country" not in borders:
-        raise SpecError(f"{boundaries}: no 'country' field")
-    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    for epsg, group in frame.groupby("epsg"):
-        pts = gpd.GeoDataFrame(
-            index=group.index,
-            geometry=gpd.points_from_xy(group["ulx_m"] + 600, group["uly_m"] - 600),
-            crs=f"EPSG:{epsg}",
-        ).to_crs(borders.crs)
-        joined = gpd.sjoin(pts, borders[["country", "geometry"]], how="left", predicate="within")
-        joined = joined[~joined.index.duplicated()]
-        for idx, country in joined["country"].items():
-            out.at[idx] = country if isinstance(country, str) else None
-    return out
 
 
 def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True) -> RunResult:
@@ -333,13 +426,19 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
     t0 = time.perf_counter()
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
+    adjust = _adjust_metadata(config)  # reads lists and boundaries: bad ones fail before work
     products, missing, clc = discover_products(config)
     products, duplicates = select_products(products, config.duplicates)
     for d in duplicates:
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
-    options = Options(clc_path=clc, layout=config.layout, verify=config.verify)
+    options = Options(
+        clc_path=clc, layout=config.layout, verify=config.verify,
+        v1_names="bigearthnet" if config.reproduce == "bigearthnet-v2" else "formula",
+    )  # fmt: skip
     result = RunResult(results=list(missing), skipped=duplicates)
     with dask_client(config.cluster) as client:
+        products, failed = make_l2a(client, products, config, progress)
+        result.results.extend(failed)
         n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         n_workers = config.cluster.n_workers or os.cpu_count() or 1
         pin = config.cluster.kind == "local" and 1 < n_workers <= n_cores
@@ -368,7 +467,7 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
                             f.cancel()
                         break
     result.results.sort(key=lambda r: r.product)
-    result.counts = archive.finalize(out, adjust=_adjust_metadata(config))
+    result.counts = archive.finalize(out, adjust=adjust)
     result.seconds = time.perf_counter() - t0
     result.report = write_report(config, result, clc)
     return result

@@ -22,7 +22,7 @@ import rasterio.features
 from rasterio.crs import CRS
 from shapely.geometry import Polygon
 
-from ben_builder import archive, specs
+from ben_builder import archive, bigearthnet, specs
 from ben_builder.clc import rasterize_codes, read_clc
 from ben_builder.grid import PatchGrid, split_for
 from ben_builder.labels import PatchLabels, label_patches
@@ -63,12 +63,16 @@ class Options:
         verify: Check the product against its ``manifest.safe`` checksums (and zip CRCs) before
             cutting it; a passed check is recorded in ``_parts/<product>.verified.json`` and not
             repeated while the product's files are unchanged.
+        v1_names: ``s2v1_name`` by ``formula`` (``<mission>_MSIL2A_<sensing>_<x>_<y>``, for new
+            archives) or from BigEarthNet v1's own table (``bigearthnet``: the published names;
+            a patch v1 did not have is dropped, counted as ``dropped_not_in_v1``).
     """
 
     clc_path: Path | None = None
     layout: Layout = "v2"
     screening: specs.ScreeningSpec = field(default_factory=specs.screening)
     verify: bool = True
+    v1_names: Literal["formula", "bigearthnet"] = "formula"
 
 
 @dataclass
@@ -81,6 +85,7 @@ class ProductSummary:
     candidates: int = 0
     dropped_nodata: int = 0
     dropped_unlabeled: int = 0
+    dropped_not_in_v1: int = 0
     flagged_cloud_or_shadow: int = 0
     flagged_snow: int = 0
     kept: int = 0
@@ -277,6 +282,9 @@ def _write_patches(
     blocks = {b.name: grid.blocks(bands[b.name], b.resolution_m) for b in band_spec.bands}
     code_blocks = grid.blocks(codes, 10) if codes is not None else None
     res_of = {b.name: b.resolution_m for b in band_spec.bands}
+    table_names = (
+        bigearthnet.v1_names_of(product.name.name) if options.v1_names == "bigearthnet" else None
+    )
     writer = archive.BandWriter(crs, band_spec.resolutions_m, band_spec.patch_size_m)
     acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
     rows: list[dict[str, object]] = []
@@ -291,7 +299,13 @@ def _write_patches(
             s.dropped_unlabeled += 1
             continue
         patch_id = p.name(stem)
-        s2v1 = v1_name(product, p.x, p.y)
+        if table_names is not None:
+            s2v1 = table_names.get((p.x, p.y))
+            if s2v1 is None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
+                s.dropped_not_in_v1 += 1
+                continue
+        else:
+            s2v1 = v1_name(product, p.x, p.y)
         cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
         s.flagged_cloud_or_shadow += cs
         s.flagged_snow += sn

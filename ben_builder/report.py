@@ -18,14 +18,13 @@ import pandas as pd
 import rasterio
 
 from ben_builder import __version__, archive, specs
+from ben_builder.screen import COUNT_KEYS
 
 if TYPE_CHECKING:
     from ben_builder.config import RunConfig
     from ben_builder.pipeline import RunResult
 
 REPORT_DIR = "report"
-COUNT_KEYS = ("candidates", "dropped_nodata", "dropped_unlabeled", "flagged_cloud_or_shadow",
-              "flagged_snow", "kept")  # fmt: skip
 PACKAGES = ("numpy", "rasterio", "pyproj", "shapely", "geopandas", "pyogrio", "pyarrow", "pandas",
             "dask", "distributed", "pydantic")  # fmt: skip
 
@@ -133,7 +132,7 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
     meta = pd.read_parquet(root / archive.METADATA)
     flagged = pd.read_parquet(root / archive.FLAGGED)
     ok = [r for r in result.results if r.ok and r.summary]
-    totals = {k: sum(int(r.summary[k]) for r in ok if r.summary) for k in COUNT_KEYS}
+    totals = {k: sum(int(r.summary.get(k, 0)) for r in ok if r.summary) for k in COUNT_KEYS}
     stage_s: Counter[str] = Counter()
     for r in ok:
         if r.summary and not r.summary.get("skipped"):
@@ -150,8 +149,9 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
            f"(split: {split_counts}); flagged-patches parquet: {result.counts.get('flagged', 0)}",
            ""]  # fmt: skip
     md += ["## Per tile", "", _table(
-        [[r.product, *(r.summary[k] for k in COUNT_KEYS), "yes" if r.summary.get("skipped") else ""]
-         for r in ok if r.summary], ["product", *COUNT_KEYS, "resumed"]), ""]  # fmt: skip
+        [[r.product, *(r.summary.get(k, 0) for k in COUNT_KEYS),
+          "yes" if r.summary.get("skipped") else ""] for r in ok if r.summary],
+        ["product", *COUNT_KEYS, "resumed"]), ""]  # fmt: skip
     md += ["## Flagged patches per reason", "", _table([
         ["cloud or shadow", int(flagged["contains_cloud_or_shadow"].sum()) if len(flagged) else 0],
         ["seasonal snow", int(flagged["contains_seasonal_snow"].sum()) if len(flagged) else 0],

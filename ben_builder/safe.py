@@ -297,6 +297,31 @@ class _Source:
             self.zip.close()
 
 
+def extract_product(path: str | Path, dest: str | Path) -> Path:
+    """Unzip a product's ``<name>.SAFE`` folder into ``dest`` (for tools that need a folder).
+
+    The zip's members are checked as the reader checks them (one top-level ``.SAFE``, no member
+    outside it).
+
+    Returns:
+        The extracted ``.SAFE`` folder.
+    """
+    src = _Source(Path(path))
+    try:
+        if src.zip is None:
+            raise ProductNotFoundError(f"{path}: not a zip; nothing to extract")
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        members = [m for m in src.zip.namelist() if m.startswith(f"{src.safe_name}/")]
+        try:
+            src.zip.extractall(dest, members)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise CorruptProductError(f"{path}: cannot extract ({exc})") from exc
+        return dest / src.safe_name
+    finally:
+        src.close()
+
+
 def _parse_xml(src: _Source, rel: str) -> Element:
     data = src.read_bytes(rel)
     try:

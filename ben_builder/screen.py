@@ -97,8 +97,11 @@ def screen(
         )
 
 
+#: Per-tile counts, in the order summaries and reports show them.
+COUNT_KEYS = ("candidates", "dropped_nodata", "dropped_unlabeled", "dropped_not_in_v1",
+              "flagged_cloud_or_shadow", "flagged_snow", "kept")  # fmt: skip
+
+
 def summary(counts: Mapping[str, int]) -> str:
     """One line of per-tile counts, in a fixed order."""
-    keys = ("candidates", "dropped_nodata", "dropped_unlabeled", "flagged_cloud_or_shadow",
-            "flagged_snow", "kept")  # fmt: skip
-    return ", ".join(f"{k} {counts.get(k, 0)}" for k in keys)
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in COUNT_KEYS)

@@ -231,16 +231,29 @@ def test_bad_config_names_file_and_key(tmp_path):
 def test_shipped_pipelines_are_valid():
     from ben_builder.train.config import load_train_config
 
+    def paths(value: object):
+        if isinstance(value, Path):
+            yield value
+        elif hasattr(type(value), "model_fields"):
+            for k in type(value).model_fields:
+                yield from paths(getattr(value, k))
+
     for p in sorted((REPO / "pipelines").glob("*.yaml")):
         cfg = load_train_config(p) if p.name.startswith("train-") else load_config(p)
         assert cfg.output.is_absolute()
+        # whatever a shipped configuration takes from the repository is in the repository
+        inside = [
+            q for q in paths(cfg) if q.is_relative_to(REPO) and not q.is_relative_to(REPO / "demo")
+        ]
+        assert all(q.exists() for q in inside), (p.name, inside)
+        assert "shared/" not in p.read_text(), p.name
 
 
 def test_countries_from_a_boundaries_file(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from ben_builder.pipeline import countries_of
+    from ben_builder.bigearthnet import closest_country, read_boundaries
 
     borders = gpd.GeoDataFrame({"country": ["West", "East"]},
                                geometry=[box(10, 45, 12.5, 50), box(12.5, 45, 15, 50)],
@@ -252,4 +265,6 @@ def test_countries_from_a_boundaries_file(tmp_path):
     frame = pd.DataFrame({"epsg": [32633, 32633, 32633],
                           "ulx_m": [300000.0, 400000.0, 500000.0],
                           "uly_m": [5400000.0, 5400000.0, 8000000.0]})  # fmt: skip
-    assert list(countries_of(frame, path)) == ["West", "East", None]
+    borders = read_boundaries(path, field="country", candidates=None)
+    assert list(closest_country(frame, borders, rule="within")) == ["West", "East", None]
+    assert list(closest_country(frame, borders)) == ["West", "East", "East"]

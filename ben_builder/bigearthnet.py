@@ -1,0 +1,259 @@
+"""Rules for reproducing the published BigEarthNet archives, in one place.
+
+The facts live in ``data_specs/bigearthnet/`` (copied from the published releases; see the README
+there): the product lists of v1 (125 L1C products) and v2 (115 L2A stems), the v1 flag lists, and
+BigEarthNet v1's own table of patch names. This module turns them into the rules a reproduction
+needs:
+
+- :func:`v1_name`: the published ``s2v1_name`` of a v2 patch. It is looked up, not derived: for 30
+  of the 115 products the v1 name's time differs from the product's sensing time (another second,
+  or an hour without its leading zero), and a formula makes names of different tiles collide.
+- :func:`cloud_or_shadow_names` and :func:`snow_names`: the v1 patches v2 flags.
+- :func:`read_boundaries` and :func:`closest_country`: v2's country rule, the closest of the ten
+  BigEarthNet countries (Natural Earth admin-0 1:110m, v5.1.2) to each patch, so sea patches get
+  a country too.
+- :func:`v2_stem` and :func:`v2_l1c_products`: which L1C products v2 was made from and the names
+  its patches carry (sen2cor output, baseline ``N9999``).
+
+An acquisition is identified across levels by (mission, sensing time, relative orbit, tile), the
+part of a product name that the L1C and its L2A share.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ben_builder.errors import SpecError
+from ben_builder.specs import specs_dir
+
+log = logging.getLogger(__name__)
+
+#: The ten countries of BigEarthNet, as Natural Earth names them (field ``NAME``).
+COUNTRIES: tuple[str, ...] = (
+    "Austria", "Belgium", "Finland", "Ireland", "Kosovo", "Lithuania", "Luxembourg", "Portugal",
+    "Serbia", "Switzerland",
+)  # fmt: skip
+
+V1_NAME_TABLE = "v1_patch_names_and_products.csv.bz2"
+V1_PRODUCTS = "v1_l1c_products.csv"
+V2_PRODUCTS = "v2_l2a_products.csv"
+CLOUD_OR_SHADOW_LIST = "v1_patches_with_cloud_and_shadow.csv"
+SNOW_LIST = "v1_patches_with_seasonal_snow.csv"
+
+#: Baseline in the names of products made locally with sen2cor (as v2's names carry).
+LOCAL_BASELINE = "N9999"
+
+_ACQ_RE = re.compile(
+    r"^(?P<mission>S2[ABCD])_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N\d{4}_"
+    r"R(?P<orbit>\d{3})_(?P<tile>T\d{2}[A-Z]{3})"
+)
+_PATCH_RE = re.compile(r"^(?P<product>.+)_(?P<x>\d+)_(?P<y>\d+)$")
+
+
+def data_dir() -> Path:
+    """Folder of the BigEarthNet reference files (``data_specs/bigearthnet``)."""
+    return specs_dir() / "bigearthnet"
+
+
+def acquisition(name: str) -> str:
+    """``<mission>_<sensing>_R<orbit>_<tile>`` of a product name, stem or patch name.
+
+    Raises:
+        SpecError: ``name`` does not start like a Sentinel-2 L1C/L2A product name.
+    """
+    m = _ACQ_RE.match(Path(name).name)
+    if not m:
+        raise SpecError(f"{name!r} does not start like a Sentinel-2 L1C/L2A product name")
+    return f"{m['mission']}_{m['sensing']}_R{m['orbit']}_{m['tile']}"
+
+
+def v2_stem(product_name: str) -> str:
+    """The v2 product stem of an L1C or L2A product (``S2A_MSIL2A_<sensing>_N9999_R022_T33UUP``).
+
+    v2's patches are named after sen2cor's local output, whose baseline is ``N9999``.
+    """
+    mission, sensing, orbit, tile = acquisition(product_name).split("_")
+    return f"{mission}_MSIL2A_{sensing}_{LOCAL_BASELINE}_{orbit}_{tile}"
+
+
+def _read_column(name: str, column: str | None) -> list[str]:
+    path = data_dir() / name
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            if column is None:
+                return [line.strip() for line in fh if line.strip()]
+            reader = csv.DictReader(fh)
+            return [row[column].strip() for row in reader]
+    except (OSError, KeyError) as exc:
+        raise SpecError(f"{path}: cannot read BigEarthNet list ({exc})") from exc
+
+
+def v1_l1c_products() -> list[str]:
+    """The 125 L1C product names (``.SAFE``) BigEarthNet v1 was cut from."""
+    return _read_column(V1_PRODUCTS, "tile")
+
+
+def v2_l2a_stems() -> list[str]:
+    """The 115 L2A product stems v2's patch names start with."""
+    return _read_column(V2_PRODUCTS, "product")
+
+
+def v2_l1c_products() -> list[str]:
+    """The 115 L1C products (of v1's 125) that v2 was made from, in v2's list order."""
+    by_acq = {acquisition(p): p for p in v1_l1c_products()}
+    out = []
+    for stem in v2_l2a_stems():
+        acq = acquisition(stem)
+        if acq not in by_acq:
+            raise SpecError(
+                f"{data_dir() / V2_PRODUCTS}: {stem} has no L1C product in {V1_PRODUCTS}"
+            )
+        out.append(by_acq[acq])
+    return out
+
+
+@functools.cache
+def cloud_or_shadow_names() -> frozenset[str]:
+    """v1 names of the patches flagged for cloud or cloud shadow (9,280)."""
+    return frozenset(_read_column(CLOUD_OR_SHADOW_LIST, None))
+
+
+@functools.cache
+def snow_names() -> frozenset[str]:
+    """v1 names of the patches flagged for seasonal snow (61,707)."""
+    return frozenset(_read_column(SNOW_LIST, None))
+
+
+@functools.cache
+def _v1_table() -> pd.DataFrame:
+    """v1's name table: columns ``v1_name``, ``acquisition``, ``x``, ``y`` (590,326 rows)."""
+    import pyarrow.csv as pacsv
+
+    path = data_dir() / V1_NAME_TABLE
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=["v1_name", "product", "link"]),
+            convert_options=pacsv.ConvertOptions(include_columns=["v1_name", "product"]),
+        )
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot read BigEarthNet v1's name table ({exc})") from exc
+    frame = table.to_pandas()
+    acq = {p: acquisition(p) for p in frame["product"].unique()}
+    xy = frame["v1_name"].str.rsplit("_", n=2, expand=True)
+    return pd.DataFrame({
+        "v1_name": frame["v1_name"],
+        "acquisition": frame["product"].map(acq),
+        "x": xy[1].astype(np.int32),
+        "y": xy[2].astype(np.int32),
+    })  # fmt: skip
+
+
+@functools.cache
+def v1_names_of(product_name: str) -> dict[tuple[int, int], str]:
+    """``{(x, y): v1 name}`` of one acquisition (any product name or stem of it); may be empty."""
+    table = _v1_table()
+    rows = table[table["acquisition"] == acquisition(product_name)]
+    return {(int(x), int(y)): str(n) for x, y, n in zip(rows["x"], rows["y"], rows["v1_name"],
+                                                         strict=True)}  # fmt: skip
+
+
+def v1_name(patch_id: str) -> str | None:
+    """The published ``s2v1_name`` of a v2 patch, or None for a patch v1 did not have.
+
+    Args:
+        patch_id: A v2 patch name, ``<product stem>_<x>_<y>`` (e.g.
+            ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57``).
+    """
+    m = _PATCH_RE.match(patch_id)
+    if not m:
+        raise SpecError(f"{patch_id!r} is not a patch name <product>_<x>_<y>")
+    return v1_names_of(m["product"]).get((int(m["x"]), int(m["y"])))
+
+
+CountryRule = Literal["closest", "within"]
+
+
+def read_boundaries(
+    path: Path, field: str = "NAME", candidates: Sequence[str] | None = COUNTRIES
+) -> Any:
+    """Country polygons from a boundaries file, one (dissolved) row per candidate country.
+
+    Args:
+        path: Any vector file GDAL reads (shapefile, GeoPackage, GeoJSON); v2 used Natural Earth's
+            admin-0 countries at 1:110m, v5.1.2.
+        field: The attribute holding the country name (matched case-insensitively: ``NAME`` in
+            Natural Earth's files, ``name`` in its low-resolution copies).
+        candidates: Country names to choose among; None for every feature of the file.
+
+    Returns:
+        A GeoDataFrame with columns ``country`` and ``geometry``, sorted by country.
+
+    Raises:
+        SpecError: the file cannot be read, lacks the field, or lacks a candidate country.
+    """
+    import geopandas as gpd
+
+    try:
+        borders = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises its own DataSourceError, OSError, ...
+        raise SpecError(f"{path}: cannot read country boundaries ({exc})") from exc
+    by_lower = {str(c).lower(): str(c) for c in borders.columns}
+    if field.lower() not in by_lower:
+        fields = [c for c in borders.columns if c != "geometry"]
+        raise SpecError(f"{path}: no field {field!r} (fields: {fields}); set countries.field")
+    borders = borders.rename(columns={by_lower[field.lower()]: "country"})
+    borders = borders[["country", "geometry"]]
+    if candidates is not None:
+        absent = sorted(set(candidates) - set(borders["country"]))
+        if absent:
+            raise SpecError(
+                f"{path}: no feature named {absent} in field {field!r}; "
+                "set countries.candidates or use a file that has them"
+            )
+        borders = borders[borders["country"].isin(candidates)]
+    return borders.dissolve(by="country").reset_index().sort_values("country")
+
+
+def closest_country(frame: pd.DataFrame, borders: Any, rule: CountryRule = "closest") -> pd.Series:
+    """Country of each patch (v2's rule: the closest of the ten BigEarthNet countries).
+
+    The patch is its centre point; distances are measured in the patch's own UTM zone. With
+    ``closest``, every patch gets the nearest country of ``borders`` (distance 0 inside it; ties
+    go to the first name in alphabetical order), so sea patches get one too. With ``within`` a
+    patch outside every country gets None.
+
+    Args:
+        frame: Columns ``epsg``, ``ulx_m``, ``uly_m`` (patch upper-left corners, 1,200 m patches).
+        borders: From :func:`read_boundaries`.
+        rule: ``closest`` or ``within``.
+    """
+    import geopandas as gpd
+
+    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    half = 600.0
+    for epsg, group in frame.groupby("epsg"):
+        pts = gpd.GeoDataFrame(
+            index=group.index,
+            geometry=gpd.points_from_xy(group["ulx_m"] + half, group["uly_m"] - half),
+            crs=f"EPSG:{epsg}",
+        )
+        local = borders.to_crs(pts.crs).reset_index(drop=True)
+        if rule == "closest":
+            joined = gpd.sjoin_nearest(pts, local, how="left")
+        else:
+            joined = gpd.sjoin(pts, local, how="left", predicate="within")
+        joined = joined.sort_values("country", kind="stable")
+        joined = joined[~joined.index.duplicated(keep="first")]
+        for idx, country in joined["country"].items():
+            out.at[idx] = country if isinstance(country, str) else None
+    return out
