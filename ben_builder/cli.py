@@ -390,18 +390,29 @@ def download(manifest: Path, backend: str, api_url: str | None, catalogue_url: s
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Folder for BigEarthNet-S2.lmdb, Reference_Maps.lmdb and metadata.parquet.",
+    help="Folder for BigEarthNet.lmdb and the metadata parquets beside it.",
 )
-@click.option("--include-flagged", is_flag=True, help="Also encode cloud/shadow/snow patches.")
-def encode(archive_root: Path, out: Path, include_flagged: bool) -> None:
-    """Encode an archive into LMDB (key: patch name; value: safetensors of the native bands)."""
+@click.option(
+    "--s1",
+    "s1_root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="BigEarthNet-S1 folder: also encode each patch's s1_name (VV, VH).",
+)
+def encode(archive_root: Path, out: Path, s1_root: Path | None) -> None:
+    """Encode a BigEarthNet-v2-layout archive (ours or the official one) in rico-hdl's layout.
+
+    One LMDB: key <patch> -> safetensors of the native-resolution bands, <patch>_reference_map
+    -> {"Data": CLC codes}, <s1_name> -> {"VV", "VH"} with --s1. Every patch of both metadata
+    parquets is encoded (recommended and cloudy/snowy ones).
+    """
     from ben_builder.encode import encode_archive
 
     @_friendly
     def go() -> None:
         with tqdm(unit="patch", desc="encode", disable=None) as bar:
-            s = encode_archive(archive_root, out, include_flagged, on_patch=bar.update)
-        click.echo(f"{s.patches} patches {'already ' if s.skipped else ''}encoded in {out}")
+            s = encode_archive(archive_root, out, s1_root, on_patch=bar.update)
+        click.echo(f"{s.patches} patches {'already ' if s.skipped else ''}encoded in {s.db}")
 
     go()
 

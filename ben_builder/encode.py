@@ -1,9 +1,23 @@
-"""Encode an archive for training: LMDB, key = patch name, value = a safetensors dict.
+"""Encode a BigEarthNet-v2-layout archive for training, in rico-hdl's layout.
 
-``BigEarthNet-S2.lmdb`` holds ``{band: native-resolution uint16 array}`` per patch and
-``Reference_Maps.lmdb`` holds ``{"Data": 120 x 120 uint16 CLC codes}``, as other BigEarthNet tools
-read them. ``metadata.parquet`` goes beside them, with the 43-label column added.
-Both databases are written under a temporary name and renamed when complete.
+Any archive in the v2 layout encodes, the official download included: the patches are those of
+``metadata.parquet`` and ``metadata_for_patches_with_snow_cloud_or_shadow.parquet`` (both, so
+loaders can include cloudy and snowy patches), their files are found from the patch names alone
+(``BigEarthNet-S2/<product>/<patch>/<patch>_<band>.tif``, ``Reference_Maps/...``), and nothing
+of ``_parts/`` is needed.
+
+One LMDB (``BigEarthNet.lmdb``), as rico-hdl writes it and configilm reads it:
+
+- ``<patch>``: safetensors ``{band: uint16 array at the band's native size}`` (B01 ... B12, B8A);
+- ``<patch>_reference_map``: safetensors ``{"Data": 120 x 120 uint16 CLC codes}``, when the
+  archive has ``Reference_Maps/``;
+- ``<s1_name>``: safetensors ``{"VV": float32, "VH": float32}``, when an S1 folder
+  (``BigEarthNet-S1/<product>/<s1 patch>/<s1 patch>_VV.tif``) is given.
+
+Beside it: the two metadata parquets (copied unchanged, published schema) and, for archives built
+here, ``labels43.parquet`` (patch_id, labels43 from ``_parts/``) for 43-class training. The LMDB
+is written under a temporary name and renamed when complete; the metadata comes last and marks
+the encoding complete.
 """
 
 from __future__ import annotations
@@ -19,15 +33,19 @@ import lmdb
 import numpy as np
 import pandas as pd
 import rasterio
+from rasterio.errors import RasterioIOError
 from safetensors.numpy import save
 
 from ben_builder import archive, specs
-from ben_builder.errors import ProductNotFoundError
+from ben_builder.errors import ProductFormatError, ProductNotFoundError
 
 log = logging.getLogger(__name__)
 
-BANDS_DB = "BigEarthNet-S2.lmdb"
-REFMAPS_DB = "Reference_Maps.lmdb"
+DB = "BigEarthNet.lmdb"
+LABELS43 = "labels43.parquet"
+S1_DIR = "BigEarthNet-S1"
+S1_BANDS = ("VH", "VV")
+REFMAP_SUFFIX = "_reference_map"
 COMMIT_EVERY = 500
 
 
@@ -36,78 +54,137 @@ class EncodeSummary:
     """What an encoding run wrote."""
 
     patches: int
-    bands_db: Path
-    refmaps_db: Path | None
+    db: Path
+    reference_maps: int = 0
+    s1_patches: int = 0
     skipped: bool = False
 
 
-def _read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as ds:
-        return np.asarray(ds.read(1))
+def _read(path: Path, dtype: type) -> np.ndarray:
+    try:
+        with rasterio.open(path) as ds:
+            data = ds.read(1)
+    except RasterioIOError as exc:
+        if not path.exists():
+            raise ProductNotFoundError(
+                f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
+                "its files)"
+            ) from exc
+        raise ProductFormatError(f"{path}: not a readable GeoTIFF ({exc})") from exc
+    if data.dtype != dtype:
+        raise ProductFormatError(f"{path}: {data.dtype} pixels, expected {np.dtype(dtype)}")
+    return np.asarray(data)
 
 
-def encode_archive(
-    root: Path, out: Path, include_flagged: bool = False,
-    on_patch: Callable[[int], None] | None = None,
-) -> EncodeSummary:  # fmt: skip
-    """Encode the patches of ``metadata.parquet`` (and flagged ones if asked) into LMDB.
+def product_of(patch_name: str) -> str:
+    """The product folder of a patch: its name without ``_<x>_<y>``."""
+    return patch_name.rsplit("_", 2)[0]
 
-    Re-running with both databases present does nothing.
+
+def read_metadata(root: Path) -> pd.DataFrame:
+    """Both metadata parquets of an archive, sorted by patch_id.
+
+    Raises:
+        ProductNotFoundError: no ``metadata.parquet``.
     """
     meta_path = root / archive.METADATA
     if not meta_path.exists():
-        raise ProductNotFoundError(f"{meta_path}: not found; is {root} a ben_builder archive?")
-    bands_db, refmaps_db = out / BANDS_DB, out / REFMAPS_DB
-    meta = pd.read_parquet(meta_path)
-    if include_flagged:
-        meta = pd.concat([meta, pd.read_parquet(root / archive.FLAGGED)], ignore_index=True)
-    parts = archive.read_parts(root).set_index("patch_id")
-    meta = meta.sort_values("patch_id").reset_index(drop=True)
-    labels43 = parts["labels43"].to_dict()
-    meta["labels43"] = pd.Series([list(labels43[p]) for p in meta["patch_id"]], dtype=object)
-    products = [str(parts.at[p, "product"]).rsplit("_", 1)[0] for p in meta["patch_id"]]
-    if bands_db.exists() and (out / archive.METADATA).exists():
+        raise ProductNotFoundError(
+            f"{meta_path}: not found; give the root of a BigEarthNet-v2-layout archive "
+            "(the folder holding metadata.parquet and BigEarthNet-S2/)"
+        )
+    frames = [pd.read_parquet(meta_path)]
+    if (root / archive.FLAGGED).exists():
+        frames.append(pd.read_parquet(root / archive.FLAGGED))
+    meta = pd.concat(frames, ignore_index=True)
+    if "patch_id" not in meta:
+        raise ProductFormatError(f"{meta_path}: no patch_id column")
+    return meta.sort_values("patch_id").reset_index(drop=True)
+
+
+def _s1_folders(s1_root: Path) -> dict[str, Path]:
+    """S1 patch name -> folder (``BigEarthNet-S1/<product>/<patch>/``)."""
+    return {p.name: p for p in sorted(s1_root.glob("*/*")) if p.is_dir()}
+
+
+def encode_archive(
+    root: Path,
+    out: Path,
+    s1_root: Path | None = None,
+    on_patch: Callable[[int], None] | None = None,
+) -> EncodeSummary:
+    """Encode every patch of an archive's metadata (recommended and flagged) into one LMDB.
+
+    Args:
+        root: Archive root (``metadata.parquet``, ``BigEarthNet-S2/``, optional
+            ``Reference_Maps/``).
+        out: Output folder (the LMDB and the metadata beside it).
+        s1_root: Optional ``BigEarthNet-S1`` folder; each patch's ``s1_name`` is encoded.
+        on_patch: Called with 1 per patch encoded (progress).
+
+    Re-running with the output complete does nothing.
+    """
+    root, out = Path(root), Path(out)
+    meta = read_metadata(root)
+    db = out / DB
+    if db.exists() and (out / archive.METADATA).exists():
         log.info("%s already encoded", out)
-        return EncodeSummary(len(meta), bands_db, refmaps_db if refmaps_db.exists() else None, True)
+        return EncodeSummary(len(meta), db, skipped=True)
+    s2_root = root / archive.S2_DIR
+    if not s2_root.is_dir():
+        raise ProductNotFoundError(f"{s2_root}: not found; is {root} a BigEarthNet-v2 archive?")
+    has_refmaps = (root / archive.REFMAP_DIR).is_dir()
+    s1 = _s1_folders(s1_root) if s1_root is not None else {}
+    if s1_root is not None and not s1:
+        raise ProductNotFoundError(f"{s1_root}: no <product>/<patch>/ folders of S1 patches")
     out.mkdir(parents=True, exist_ok=True)
-    has_refmaps = (root / archive.REFMAP_DIR).exists()
-    tmp_bands, tmp_ref = (out / f".{BANDS_DB}.partial", out / f".{REFMAPS_DB}.partial")
-    for tmp in (tmp_bands, tmp_ref):
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    map_size = (len(meta) + 1000) * 512 * 1024
+    tmp = out / f".{DB}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    per_patch = 12 * 120 * 120 * 2 + (120 * 120 * 2 if has_refmaps else 0) + (4 * 120 * 120 * 2)
+    env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False)
     band_names = [b.name for b in specs.bands().bands]
-    env = lmdb.open(str(tmp_bands), map_size=map_size, meminit=False)
-    env_ref = lmdb.open(str(tmp_ref), map_size=map_size, meminit=False) if has_refmaps else None
+    refmaps = s1_count = 0
     try:
         txn = env.begin(write=True)
-        txn_ref = env_ref.begin(write=True) if env_ref else None
-        for i, (patch_id, product) in enumerate(zip(meta["patch_id"], products, strict=True)):
-            folder = archive.patch_dir(root, product, patch_id)
-            arrays = {b: _read(folder / f"{patch_id}_{b}.tif") for b in band_names}
+        for i, row in enumerate(meta.itertuples(index=False)):
+            patch_id = str(row.patch_id)
+            folder = s2_root / product_of(patch_id) / patch_id
+            arrays = {b: _read(folder / f"{patch_id}_{b}.tif", np.uint16) for b in band_names}
             txn.put(patch_id.encode(), save(arrays))
-            if txn_ref is not None:
-                ref = _read(archive.refmap_path(root, product, patch_id))
-                txn_ref.put(patch_id.encode(), save({"Data": ref}))
+            if has_refmaps:
+                ref_path = archive.refmap_path(root, product_of(patch_id), patch_id)
+                ref = _read(ref_path, np.uint16)
+                txn.put(f"{patch_id}{REFMAP_SUFFIX}".encode(), save({"Data": ref}))
+                refmaps += 1
+            s1_name = getattr(row, "s1_name", None)
+            if s1_root is not None and isinstance(s1_name, str) and s1_name:
+                if s1_name not in s1:
+                    raise ProductNotFoundError(
+                        f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
+                    )
+                s1_arrays = {
+                    b: _read(s1[s1_name] / f"{s1_name}_{b}.tif", np.float32) for b in S1_BANDS
+                }
+                txn.put(s1_name.encode(), save(s1_arrays))
+                s1_count += 1
             if (i + 1) % COMMIT_EVERY == 0:
                 txn.commit()
                 txn = env.begin(write=True)
-                if txn_ref is not None and env_ref is not None:
-                    txn_ref.commit()
-                    txn_ref = env_ref.begin(write=True)
             if on_patch is not None:
                 on_patch(1)
         txn.commit()
-        if txn_ref is not None:
-            txn_ref.commit()
     finally:
         env.close()
-        if env_ref is not None:
-            env_ref.close()
-    for tmp, final in ((tmp_bands, bands_db), (tmp_ref, refmaps_db)):
-        if tmp.exists():
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-    archive.write_parquet(out / archive.METADATA, meta)  # last: marks the encoding complete
-    return EncodeSummary(len(meta), bands_db, refmaps_db if has_refmaps else None)
+    if db.exists():
+        shutil.rmtree(db)
+    os.replace(tmp, db)
+    parts = root / archive.PARTS_DIR
+    if parts.is_dir() and any(parts.glob("*.parquet")):
+        labels43 = archive.read_parts(root)[["patch_id", "labels43"]]
+        labels43 = labels43[labels43["patch_id"].isin(set(meta["patch_id"]))]
+        archive.write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
+    for name in (archive.FLAGGED, archive.METADATA):  # metadata.parquet last: marks completion
+        if (root / name).exists():
+            archive.write_bytes_replace(out / name, (root / name).read_bytes())
+    return EncodeSummary(len(meta), db, refmaps, s1_count)

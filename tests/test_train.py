@@ -1,6 +1,7 @@
 """Encoding to LMDB and CPU training/evaluation on a tiny archive."""
 
 import json
+import shutil
 
 import lmdb
 import numpy as np
@@ -10,7 +11,8 @@ import rasterio
 from safetensors.numpy import load
 
 from ben_builder import archive, specs
-from ben_builder.encode import BANDS_DB, REFMAPS_DB, encode_archive
+from ben_builder.encode import DB, LABELS43, encode_archive
+from ben_builder.errors import ProductNotFoundError
 from ben_builder.process import Options, process_product
 
 torch = pytest.importorskip("torch")
@@ -33,17 +35,15 @@ def encoded(synthetic, tmp_path_factory):
     return root, out, summary
 
 
-def test_encode_round_trip_is_bit_exact(encoded):
-    root, out, summary = encoded
-    meta = pd.read_parquet(out / archive.METADATA)
-    assert summary.patches == len(meta) == len(pd.read_parquet(root / archive.METADATA))
-    parts = archive.read_parts(root).set_index("patch_id")
-    env = lmdb.open(str(out / BANDS_DB), readonly=True, lock=False)
-    env_ref = lmdb.open(str(out / REFMAPS_DB), readonly=True, lock=False)
-    with env.begin() as txn, env_ref.begin() as txn_ref:
-        assert txn.stat()["entries"] == len(meta)
+def _check_encoded(root, out):
+    """Every patch of both parquets in the one LMDB, pixel-equal to the archive's GeoTIFFs."""
+    meta = pd.concat([pd.read_parquet(root / archive.METADATA),
+                      pd.read_parquet(root / archive.FLAGGED)])  # fmt: skip
+    env = lmdb.open(str(out / DB), readonly=True, lock=False)
+    with env.begin() as txn:
+        assert txn.stat()["entries"] == 2 * len(meta)  # bands and reference map per patch
         for patch_id in meta.patch_id:
-            product = parts.at[patch_id, "product"].rsplit("_", 1)[0]
+            product = patch_id.rsplit("_", 2)[0]
             arrays = load(txn.get(patch_id.encode()))
             assert sorted(arrays) == sorted(b.name for b in specs.bands().bands)
             for b in specs.bands().bands:
@@ -51,17 +51,82 @@ def test_encode_round_trip_is_bit_exact(encoded):
                                    / f"{patch_id}_{b.name}.tif") as ds:  # fmt: skip
                     want = ds.read(1)
                 assert arrays[b.name].dtype == np.uint16
+                assert arrays[b.name].shape == (b.size_px, b.size_px)
                 np.testing.assert_array_equal(arrays[b.name], want)
-            ref = load(txn_ref.get(patch_id.encode()))["Data"]
+            ref = load(txn.get(f"{patch_id}_reference_map".encode()))
+            assert list(ref) == ["Data"]
             with rasterio.open(archive.refmap_path(root, product, patch_id)) as ds:
-                np.testing.assert_array_equal(ref, ds.read(1))
+                np.testing.assert_array_equal(ref["Data"], ds.read(1))
     env.close()
-    env_ref.close()
+    for name in (archive.METADATA, archive.FLAGGED):  # the published files, unchanged
+        assert (out / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_encode_round_trip_is_bit_exact(encoded):
+    root, out, summary = encoded
+    flagged = pd.read_parquet(root / archive.FLAGGED)
+    assert len(flagged) > 0  # cloudy and snowy patches are encoded too
+    assert (
+        summary.patches
+        == summary.reference_maps
+        == (len(pd.read_parquet(root / archive.METADATA)) + len(flagged))
+    )
+    _check_encoded(root, out)
     assert encode_archive(root, out).skipped
     ds43 = EncodedPatches(out, None, 43, ("B02", "B03", "B04"))
+    meta = pd.read_parquet(out / archive.METADATA)
     assert ds43.targets.shape == (len(meta), 43) and ds43.targets.sum(axis=1).min() >= 1
     item = ds43[0]
     assert set(item) == {"y", "x10"} and item["x10"].shape == (3, 120, 120)
+
+
+def test_encode_official_layout_without_parts_and_with_s1(encoded, tmp_path):
+    """A v2 archive as the official download has it (no _parts/), with a hand-made S1 folder."""
+    root, _, _ = encoded
+    official = tmp_path / "BigEarthNet-V2"
+    for name in (archive.S2_DIR, archive.REFMAP_DIR):
+        shutil.copytree(root / name, official / name)
+    meta = pd.read_parquet(root / archive.METADATA)
+    s1_root = official / "BigEarthNet-S1"
+    rng = np.random.default_rng(0)
+    s1_names, s1_pixels = [], {}
+    for i, patch_id in enumerate(meta.patch_id):
+        if i % 3:
+            s1_names.append(None)
+            continue
+        product, x, y = patch_id.rsplit("_", 2)
+        s1 = f"S1A_IW_GRDH_1SDV_{product.split('_')[2]}_{product[-5:]}_{x}_{y}"
+        s1_names.append(s1)
+        folder = s1_root / "S1A_IW_GRDH_1SDV_20170613T165043" / s1
+        folder.mkdir(parents=True)
+        for band in ("VV", "VH"):
+            px = rng.normal(-12, 3, (120, 120)).astype(np.float32)
+            s1_pixels[(s1, band)] = px
+            with rasterio.open(folder / f"{s1}_{band}.tif", "w", driver="GTiff", width=120,
+                               height=120, count=1, dtype="float32") as ds:  # fmt: skip
+                ds.write(px, 1)
+    meta["s1_name"] = pd.Series(s1_names, dtype=object)
+    archive.write_parquet(official / archive.METADATA, meta, schema=archive.METADATA_SCHEMA)
+    shutil.copy(root / archive.FLAGGED, official / archive.FLAGGED)
+    out = tmp_path / "enc"
+    summary = encode_archive(official, out, s1_root=s1_root)
+    assert summary.s1_patches == len(s1_pixels) // 2 > 0
+    assert not (out / LABELS43).exists()  # the official archive has no 43-label column
+    env = lmdb.open(str(out / DB), readonly=True, lock=False)
+    with env.begin() as txn:
+        for (s1, band), px in s1_pixels.items():
+            np.testing.assert_array_equal(load(txn.get(s1.encode()))[band], px)
+    env.close()
+    # the S2 part equals the encoding of the archive it was copied from
+    (official / archive.METADATA).write_bytes((root / archive.METADATA).read_bytes())
+    shutil.rmtree(out)
+    encode_archive(official, out)
+    _check_encoded(official, out)
+    # a patch of the metadata without its files: the error names the file
+    next((official / archive.S2_DIR).rglob("*_B8A.tif")).unlink()
+    with pytest.raises(ProductNotFoundError, match="_B8A.tif: missing"):
+        encode_archive(official, tmp_path / "enc2")
+    assert not (tmp_path / "enc2" / DB).exists()
 
 
 def test_models_shapes():

@@ -21,7 +21,8 @@ from safetensors.numpy import load
 from torch.utils.data import Dataset
 
 from ben_builder import archive, specs
-from ben_builder.encode import BANDS_DB
+from ben_builder.encode import DB, LABELS43
+from ben_builder.errors import ProductNotFoundError
 
 RES_GROUPS = (10, 20, 60)
 
@@ -64,10 +65,18 @@ class EncodedPatches(Dataset[dict[str, Any]]):
 
     def __init__(self, encoded: Path, split: str | None, classes: int,
                  bands: tuple[str, ...]) -> None:  # fmt: skip
-        self.path = Path(encoded) / BANDS_DB
+        self.path = Path(encoded) / DB
         meta = pd.read_parquet(Path(encoded) / archive.METADATA)
         if split is not None:
             meta = meta[meta["split"] == split]
+        if classes == 43:
+            if not (Path(encoded) / LABELS43).exists():
+                raise ProductNotFoundError(
+                    f"{Path(encoded) / LABELS43}: 43-class training needs the labels43 of an "
+                    "archive built by ben_builder (the published v2 has 19-class labels only)"
+                )
+            labels43 = pd.read_parquet(Path(encoded) / LABELS43)
+            meta = meta.merge(labels43, on="patch_id", how="left", validate="one_to_one")
         self.keys = [k.encode() for k in meta["patch_id"]]
         names = class_names(classes)
         column = "labels" if classes == 19 else "labels43"
