@@ -417,6 +417,58 @@ def encode(archive_root: Path, out: Path, s1_root: Path | None) -> None:
     go()
 
 
+@main.command()
+@click.argument("archive_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The published release (BigEarthNet-v2 layout: metadata parquets, optional folders).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Markdown report (default: ARCHIVE/report/compare.md).",
+)
+@click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Compare the files of every n-th common patch (metadata always in full).",
+)
+def compare(archive_root: Path, reference: Path, report_path: Path | None, every: int) -> None:
+    """Compare an archive with a published release; exit 1 on any difference.
+
+    Patches only on one side, the parquet schemas, agreement per metadata column (and which parquet
+    each patch is in), pixel-equal band files and reference maps.
+    """
+    from ben_builder.compare import compare_archives, report_markdown
+
+    @_friendly
+    def go() -> None:
+        with tqdm(unit="patch", desc="compare files", disable=None) as bar:
+            c = compare_archives(archive_root, reference, every=every, on_patch=bar.update)
+        path = report_path or archive_root / "report" / "compare.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report_markdown(c))
+        differing = [f"{k} ({a.differ:,} of {a.compared:,})"
+                     for k, a in {**c.columns, **c.files}.items() if a.differ]  # fmt: skip
+        click.echo(
+            f"{'identical' if c.identical else 'DIFFERENT'}: {c.patches_built:,} vs "
+            f"{c.patches_reference:,} patches, {len(c.only_built):,} only built, "
+            f"{len(c.only_reference):,} only in the reference; report: {path}"
+        )
+        for line in differing + [f"schema: {k}: {v}" for k, v in c.schema.items()]:
+            click.echo(f"  differs: {line}")
+        if not c.identical:
+            raise SystemExit(1)
+
+    go()
+
+
 def _need_torch() -> None:
     try:
         import torch  # noqa: F401
