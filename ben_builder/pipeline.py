@@ -299,6 +299,7 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[TaskResult]]:
 
     settings = HubSettings(backend=hub.backend, api_url=hub.api_url, endpoints=hub.endpoints)
     backend = make_backend(settings)
+    names: tuple[str, ...] = ()
     if hub.manifest is not None and hub.manifest.exists():
         items = read_manifest(hub.manifest)
     else:
@@ -307,7 +308,8 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[TaskResult]]:
         area = area_from_geojson(q.geojson) if q.geojson else None
         if q.bbox:
             area = area_from_bbox(q.bbox)
-        names = tuple(read_product_list(q.names.csv, q.names.column)) if q.names else ()
+        if q.names:
+            names = tuple(read_product_list(q.names.csv, q.names.column))
         query = Query(level=q.level, start=q.start, end=q.end, area_wkt=area, tiles=q.tiles,
                       max_cloud=q.max_cloud, names=names)  # fmt: skip
         items = backend.search(query)
@@ -318,6 +320,13 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[TaskResult]]:
     found = sorted(Path(r.path) for r in results if r.ok and r.path)
     failed = [TaskResult(product=r.name, ok=False, stage="download", error=r.error)
               for r in results if not r.ok]  # fmt: skip
+    if hub.query is not None and hub.query.names is not None:  # named products the hub lacks
+        have = {i.name.removesuffix(".SAFE") for i in items}
+        failed += [
+            TaskResult(product=n, ok=False, stage="search",
+                       error=f"listed in {hub.query.names.csv.name} but not found at the hub")
+            for n in (w.removesuffix(".SAFE") for w in names) if n not in have
+        ]  # fmt: skip
     return found, failed
 
 

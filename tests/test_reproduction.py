@@ -12,6 +12,7 @@ import csv
 import shutil
 import stat
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +40,8 @@ SIZE_PX = 1260
 # (S2B_MSIL2A_20180204T94160_...), and many of them flagged for snow; T33UUP's upper-left
 # patches are not in v1 at all.
 VNJ = ProductRecipe("T35VNJ", "L1C", "02.06", datetime(2018, 2, 4, 9, 41, 59), mission="S2B",
-                    relative_orbit=36, snow=True)  # fmt: skip
+                    relative_orbit=36, snow=True,
+                    generated=datetime(2018, 2, 4, 11, 58, 9))  # fmt: skip
 UUP = ProductRecipe("T33UUP", "L1C", "02.05", datetime(2017, 6, 13, 10, 10, 31))
 NOT_IN_V2 = ProductRecipe("T33UUP", "L1C", "02.05", datetime(2017, 8, 12, 10, 10, 21))
 
@@ -302,3 +304,53 @@ def test_reproduction_needs_countries(tmp_path):
     }))  # fmt: skip
     with pytest.raises(SpecError, match="Natural Earth"):
         load_config(cfg)
+
+
+def test_shipped_v2_config_runs_from_the_hub(tmp_path, monkeypatch):
+    """pipelines/bigearthnet-v2.yaml as shipped, pointed at a local CDSE and the stand-in."""
+    from ben_builder.hub.fakehub import HubProduct, HubServer, HubState
+
+    assert VNJ.name + ".SAFE" in bigearthnet.v2_l1c_products()  # the real product's exact name
+    with rasterio.Env():
+        written = write_dataset([replace(VNJ, zipped=True)], tmp_path / "src", size_px=SIZE_PX)
+    shipped = REPO / "pipelines" / "bigearthnet-v2.yaml"
+    names = load_config(shipped).inputs.hub.query.names
+    assert names.csv == DATA / "v2_l1c_products.csv"
+    cfg = yaml.safe_load(shipped.read_text())
+    state = HubState()
+    state.add(HubProduct(id="0000-1", name=VNJ.name, path=written.products[0], sensing=VNJ.sensing,
+                         cloud=10.0))  # fmt: skip
+    exe, calls = _stand_in(tmp_path)
+    monkeypatch.setenv("BEN_CDSE_USER", "alice")
+    monkeypatch.setenv("BEN_CDSE_PASSWORD", "s3cret")
+    with HubServer(state) as hub:
+        cfg["output"] = str(tmp_path / "archive")
+        cfg["inputs"]["clc_path"] = str(written.clc)
+        cfg["inputs"]["hub"].update(
+            download_dir=str(tmp_path / "l1c"),
+            endpoints={"catalogue": f"{hub.base}/odata/v1", "download": f"{hub.base}/odata/v1",
+                       "token": f"{hub.base}/auth/token"},
+        )  # fmt: skip
+        cfg["inputs"]["hub"]["query"]["names"]["csv"] = str(names.csv)
+        cfg["sen2cor"].update(executable=str(exe), output_dir=str(tmp_path / "l2a"))
+        cfg["countries"] = {"path": str(_write_boundaries(tmp_path / "countries.gpkg")),
+                            "candidates": ["Finland"]}  # fmt: skip
+        cfg["cluster"] = {"kind": "local", "n_workers": 1}
+        path = tmp_path / "v2.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = run(load_config(path), progress=False)
+        # the 114 other products are not at this hub: reported, not silently dropped
+        assert {r.stage for r in res.failures} == {"search"} and len(res.failures) == 114
+        ok = [r for r in res.results if r.ok]
+        assert [r.product.rsplit("_", 1)[0] for r in ok] == [bigearthnet.v2_stem(VNJ.name)]
+        meta = pd.concat([pd.read_parquet(tmp_path / "archive" / archive.METADATA),
+                          pd.read_parquet(tmp_path / "archive" / archive.FLAGGED)])  # fmt: skip
+        assert len(meta) > 50 and (meta.country == "Finland").all()
+        assert all(
+            n == bigearthnet.v1_name(p) for p, n in zip(meta.patch_id, meta.s2v1_name, strict=True)
+        )
+        before = len(state.requests)
+        again = run(load_config(path), progress=False)  # every stage done: nothing is redone
+        assert [r.summary["skipped"] for r in again.results if r.ok] == [True]
+        assert len(calls.read_text().splitlines()) == 1  # sen2cor not run again
+        assert not [r for r in state.requests[before:] if "$value" in r[1]]  # nor downloaded

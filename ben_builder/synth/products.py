@@ -26,6 +26,8 @@ class ProductRecipe:
         zipped: Write ``<name>.zip`` instead of a ``.SAFE`` folder.
         image_format: ``JPEG2000`` (ESA products) or ``GeoTIFF`` (products made by Esri for the
             Planetary Computer: ``.tif`` bands under the same names).
+        generated: Generation time (default: 5 min 37 s after sensing), e.g. to write a product
+            under the exact name of a real one.
     """
 
     tile_id: str
@@ -39,6 +41,7 @@ class ProductRecipe:
     swath_edge: bool = False
     zipped: bool = False
     image_format: str = "JPEG2000"
+    generated: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.level not in ("L1C", "L2A"):
@@ -50,8 +53,8 @@ class ProductRecipe:
 
     @property
     def generation(self) -> datetime:
-        """Generation time: a few minutes after sensing."""
-        return self.sensing + timedelta(minutes=5, seconds=37)
+        """Generation time: as given, else a few minutes after sensing."""
+        return self.generated or self.sensing + timedelta(minutes=5, seconds=37)
 
     @property
     def name(self) -> str:
