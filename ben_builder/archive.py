@@ -1,26 +1,30 @@
 """Write the archive: per-patch GeoTIFFs in the BigEarthNet layouts and the metadata parquet files.
 
-Every file is written under a ``.partial`` name and renamed into place, so a killed run leaves
-either no file or a whole one. Files that already exist are not rewritten; GeoTIFF output is
-deterministic, so a re-run gives byte-identical files.
+Every file is written under a ``.partial`` name and renamed into place only when all its bytes
+were written, so a killed run or a full disk leaves either no file or a whole one. GeoTIFF output
+is deterministic, so a re-run gives byte-identical files.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.io import MemoryFile
 
+from ben_builder.errors import ArchiveWriteError
 from ben_builder.tiff import GeoTiffTemplate, TemplateError
 
 log = logging.getLogger(__name__)
@@ -49,62 +53,85 @@ def atomic_path(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL)
 
 
-def remove_partials(folder: Path) -> int:
-    """Delete ``*.partial`` leftovers of a killed run under ``folder``; return how many."""
-    if not folder.exists():
-        return 0
+def remove_product(root: Path, product_stem: str) -> int:
+    """Remove everything a product wrote to the archive; return how many files were removed.
+
+    The part (the product's completion mark) goes first, so an interruption here leaves the
+    product unfinished, never finished with files missing. v1 folders are found from the part's
+    ``s2v1_name`` column.
+    """
+    part = part_path(root, product_stem)
     count = 0
-    for p in folder.rglob(f"*{PARTIAL}"):
-        if p.is_file():
-            p.unlink()
+    v1_names: list[str] = []
+    if part.exists():
+        with suppress(OSError, ValueError, KeyError, pa.ArrowException):
+            v1_names = [str(n) for n in pq.read_table(part, columns=["s2v1_name"]).column(0)
+                        .to_pylist() if n]  # fmt: skip
+        part.unlink()
+        count += 1
+    for f in (part.with_suffix(".json"),):
+        if f.exists():
+            f.unlink()
             count += 1
+    folders = [root / S2_DIR / product_stem, root / REFMAP_DIR / product_stem]
+    folders += [root / V1_DIR / n for n in v1_names]
+    for folder in folders:
+        if folder.is_dir():
+            count += sum(1 for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder)
     return count
 
 
-def write_geotiff(
-    path: Path, array: np.ndarray, crs: CRS, transform: Affine, compress: str | None = None
-) -> bool:
-    """Write a single-band uint16 GeoTIFF (nodata 0) atomically.
+def geotiff_bytes(
+    array: np.ndarray, crs: CRS, transform: Affine, compress: str | None = None
+) -> bytes:
+    """A single-band uint16 GeoTIFF (nodata 0) as GDAL writes it, made in memory.
 
     Args:
-        path: Final file path.
         array: 2-D uint16 array.
         crs: Coordinate reference system.
         transform: Geotransform of the array.
         compress: GDAL compression (``None`` for uncompressed, ``"deflate"`` for reference maps,
             written with ``PREDICTOR=2`` as BigEarthNet v2 publishes them).
-
-    Returns:
-        False if ``path`` already existed (nothing written), True otherwise.
     """
-    if path.exists():
-        return False
-    tmp = atomic_path(path)
     # deflate with horizontal differencing (PREDICTOR=2), as the published reference maps are
     opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
-    with rasterio.open(
-        tmp, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-        dtype="uint16", crs=crs, transform=transform, nodata=0, **opts,
-    ) as ds:  # fmt: skip
-        ds.write(array, 1)
-    os.replace(tmp, path)
-    return True
+    with MemoryFile() as mem:
+        with mem.open(
+            driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
+            dtype="uint16", crs=crs, transform=transform, nodata=0, **opts,
+        ) as ds:  # fmt: skip
+            ds.write(array, 1)
+        return bytes(mem.read())
+
+
+def write_geotiff(
+    path: Path, array: np.ndarray, crs: CRS, transform: Affine, compress: str | None = None
+) -> int:
+    """Write :func:`geotiff_bytes` to ``path`` atomically (checked, see :func:`write_bytes`).
+
+    Returns:
+        1 (one file written).
+    """
+    return write_bytes(path, geotiff_bytes(array, crs, transform, compress))
 
 
 def write_json(path: Path, obj: object) -> None:
     """Write JSON atomically (sorted keys, so output is deterministic)."""
-    write_bytes_replace(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> None:
-    """Write a parquet file atomically (with ``schema``: exactly these Arrow types)."""
+    """Write a parquet file atomically (with ``schema``: exactly these Arrow types).
+
+    Raises:
+        ArchiveWriteError: the write failed (e.g. a full disk); ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    if schema is None:
-        frame.to_parquet(tmp, index=False, engine="pyarrow")
-    else:
-        pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp)
-    os.replace(tmp, path)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def patch_dir(root: Path, product_stem: str, patch_id: str) -> Path:
@@ -122,22 +149,31 @@ def part_path(root: Path, product_stem: str) -> Path:
     return root / PARTS_DIR / f"{product_stem}.parquet"
 
 
-def write_bytes(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically unless it exists; return whether it was written."""
-    if path.exists():
-        return False
-    tmp = atomic_path(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return True
+def write_bytes(path: Path, data: bytes) -> int:
+    """Write ``data`` to ``path`` atomically, replacing an older file; return 1.
 
+    The bytes go to ``<path>.partial`` and are renamed only when every byte was written, so a
+    full disk never leaves a short file under the final name.
 
-def write_bytes_replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, replacing any older file."""
+    Raises:
+        ArchiveWriteError: the write failed or was short (ENOSPC, quota, read-only); the partial
+            file is removed.
+    """
     tmp = atomic_path(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            written = fh.write(data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise ArchiveWriteError(
+            f"{path}: cannot write ({exc.strerror or exc}); free space on that disk or choose "
+            "another output folder, then run again"
+        ) from exc
+    return 1
 
 
 class BandWriter:
@@ -168,7 +204,7 @@ class BandWriter:
         ulx: float,
         uly: float,
     ) -> int:
-        """Write ``<patch>_<band>.tif`` for every band; return how many files were new."""
+        """Write ``<patch>_<band>.tif`` for every band; return how many files were written."""
         folder.mkdir(parents=True, exist_ok=True)
         written = 0
         for name, arr in bands.items():
@@ -178,7 +214,7 @@ class BandWriter:
             if template is None:
                 transform = Affine(res, 0.0, ulx, 0.0, -res, uly)
                 written += write_geotiff(path, arr, self.crs, transform)
-            elif not path.exists():
+            else:
                 written += write_bytes(path, template.render(arr, ulx, uly))
         return written
 

@@ -103,11 +103,12 @@ def _run_products(
     fail_fast: bool,
     verify: bool = True,
     duplicates: str = "latest",
+    force: bool = False,
 ) -> None:
     from ben_builder.process import Options, process_product
     from ben_builder.safe import select_products
 
-    options = Options(clc_path=clc, layout=layout, verify=verify)  # type: ignore[arg-type]
+    options = Options(clc_path=clc, layout=layout, verify=verify, force=force)  # type: ignore[arg-type]
     chosen, dropped = select_products(products, duplicates)
     for d in dropped:
         click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
@@ -157,6 +158,11 @@ _verify_opt = click.option(
     show_default=True,
     help="Check each product against its manifest.safe checksums and zip CRCs before cutting.",
 )
+_force_opt = click.option(
+    "--force",
+    is_flag=True,
+    help="Redo every product, even those already made from the same inputs.",
+)
 _dup_opt = click.option(
     "--duplicates",
     type=click.Choice(["latest", "fail"]),
@@ -179,10 +185,11 @@ _dup_opt = click.option(
 @_ff_opt
 @_verify_opt
 @_dup_opt
+@_force_opt
 def patch(products: tuple[Path, ...], out: Path, clc: Path | None, layout: str,
-          fail_fast: bool, verify: bool, duplicates: str) -> None:  # fmt: skip
+          fail_fast: bool, verify: bool, duplicates: str, force: bool) -> None:  # fmt: skip
     """Cut PRODUCTS (.SAFE folders or .zip) into 1.2 km patches under --out."""
-    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates)
+    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates, force)
 
 
 @main.command()
@@ -193,14 +200,15 @@ def patch(products: tuple[Path, ...], out: Path, clc: Path | None, layout: str,
 @_ff_opt
 @_verify_opt
 @_dup_opt
+@_force_opt
 def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
-            fail_fast: bool, verify: bool, duplicates: str) -> None:  # fmt: skip
+            fail_fast: bool, verify: bool, duplicates: str, force: bool) -> None:  # fmt: skip
     """Cut, label from CLC 2018 and screen PRODUCTS, writing patches and metadata under --out.
 
     Prints a per-tile summary: candidates, dropped for no-data, dropped for unlabelled, flagged
     cloud/shadow, flagged snow, kept.
     """
-    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates)
+    _friendly(_run_products)(products, out, clc, layout, fail_fast, verify, duplicates, force)
 
 
 @main.command()
@@ -211,12 +219,14 @@ def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
     default=None,
     help="Stop at the first failing product (default: the config's fail_fast).",
 )
-def build(config: Path, fail_fast: bool | None) -> None:
+@_force_opt
+def build(config: Path, fail_fast: bool | None, force: bool) -> None:
     """Run the whole chain for a run configuration (pipelines/*.yaml).
 
     Products -> patches -> labels -> screening -> archive -> metadata and split, on a Dask
     cluster (local processes, SLURM, or an existing scheduler), then the run report. Re-running
-    skips finished products. Exits 1 if any product failed (after writing the report).
+    skips the products already made from the same inputs (product files, CLC, specs, options,
+    version) and redoes the others. Exits 1 if any product failed (after writing the report).
     """
     from ben_builder.config import load_config
     from ben_builder.pipeline import run
@@ -224,7 +234,7 @@ def build(config: Path, fail_fast: bool | None) -> None:
     @_friendly
     def go() -> None:
         cfg = load_config(config)
-        result = run(cfg, fail_fast=fail_fast)
+        result = run(cfg, fail_fast=fail_fast, force=force)
         click.echo(
             f"{cfg.name}: {result.counts['metadata']} patches in metadata.parquet, "
             f"{result.counts['flagged']} flagged; report {result.report}"

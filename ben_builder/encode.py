@@ -186,5 +186,5 @@ def encode_archive(
         archive.write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
     for name in (archive.FLAGGED, archive.METADATA):  # metadata.parquet last: marks completion
         if (root / name).exists():
-            archive.write_bytes_replace(out / name, (root / name).read_bytes())
+            archive.write_bytes(out / name, (root / name).read_bytes())
     return EncodeSummary(len(meta), db, refmaps, s1_count)

@@ -66,3 +66,7 @@ class OfflineProductError(HubError):
 
 class ChecksumError(BenBuilderError, ValueError):
     """A downloaded file does not match the checksum the hub published."""
+
+
+class ArchiveWriteError(BenBuilderError, OSError):
+    """An output file could not be written completely (full disk, quota, permissions)."""

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def product_task(
                 digest = record.read_text().strip()
             else:
                 digest = checksum(Path(path))
-                archive.write_bytes_replace(record, digest.encode())
+                archive.write_bytes(record, digest.encode())
         return TaskResult(product=name, ok=True, summary=asdict(s), sha256=digest)
     except Exception as exc:
         return TaskResult(product=name, ok=False, stage=stage_of(exc),
@@ -350,10 +350,28 @@ def read_name_list(path: Path) -> set[str]:
         raise SpecError(f"{path}: cannot read patch list ({exc.strerror})") from exc
 
 
+#: Times a task may be on a worker that dies before it is a failure of its product (one retry:
+#: a worker lost to a signal or a lost job is retried once; one that kills its worker twice, as a
+#: product over the memory limit does, is recorded as failed and the run goes on).
+ALLOWED_FAILURES = 1
+
+
 @contextmanager
 def dask_client(settings: ClusterSettings) -> Iterator[Any]:
     """A Dask client for the configured cluster (local processes, SLURM, or an address)."""
+    import dask
     from dask.distributed import Client, LocalCluster
+
+    # one task at a time per single-threaded worker (a tile's memory at a time, and a worker lost
+    # to one product takes no queued product down with it)
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          "distributed.scheduler.worker-saturation": 1.0}):  # fmt: skip
+        with _client(settings, Client, LocalCluster) as client:
+            yield client
+
+
+@contextmanager
+def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterator[Any]:  # noqa: N803
 
     if settings.kind == "address":
         with Client(settings.scheduler_address) as client:
@@ -419,7 +437,9 @@ def _adjust_metadata(config: RunConfig) -> Any:
     return adjust
 
 
-def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True) -> RunResult:
+def run(
+    config: RunConfig, fail_fast: bool | None = None, progress: bool = True, force: bool = False
+) -> RunResult:
     """Run the chain for ``config``; write the archive, metadata and run report.
 
     Returns:
@@ -441,9 +461,11 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
     for d in duplicates:
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
     options = Options(
-        clc_path=clc, layout=config.layout, verify=config.verify,
+        clc_path=clc, layout=config.layout, verify=config.verify, force=force,
         v1_names="bigearthnet" if config.reproduce == "bigearthnet-v2" else "formula",
     )  # fmt: skip
+    # the shared inputs' digests once (the CLC hashed once per version of the file)
+    options = replace(options, inputs=options.run_inputs(out))
     result = RunResult(results=list(missing), skipped=duplicates)
     with dask_client(config.cluster) as client:
         products, failed = make_l2a(client, products, config, progress)
@@ -451,32 +473,69 @@ def run(config: RunConfig, fail_fast: bool | None = None, progress: bool = True)
         n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         n_workers = config.cluster.n_workers or os.cpu_count() or 1
         pin = config.cluster.kind == "local" and 1 < n_workers <= n_cores
-        futures = [
+        futures = {
             client.submit(
                 product_task, str(p), str(out), options, True, pin, key=task_key(p), pure=False
-            )  # fmt: skip
+            ): p.name
             for p in products
-        ]
+        }  # fmt: skip
         patches = 0
         bar = tqdm(
             total=len(futures), unit="product", desc=config.name, disable=None if progress else True
         )
+        finished: set[str] = set()
         with bar:
-            for fut in as_completed(futures):
-                r: TaskResult = fut.result()
+            for fut in as_completed(list(futures)):
+                r = _outcome(fut, futures[fut])
+                finished.add(r.product)
                 result.results.append(r)
                 if r.ok and r.summary:
                     patches += int(r.summary["kept"])
                 bar.set_postfix(patches=patches, failed=len(result.failures))
                 bar.update()
-                if not r.ok:
-                    log.error("%s failed in stage %s: %s", r.product, r.stage, r.error)
-                    if fail_fast:
-                        for f in futures:
-                            f.cancel()
-                        break
+                log.info("%s", _result_line(r))
+                if not r.ok and fail_fast:
+                    for f in futures:
+                        f.cancel()
+                    break
+        result.results += [
+            TaskResult(product=name, ok=False, stage="cancelled",
+                       error="not processed: the run stopped at the first failure (--fail-fast)")
+            for name in sorted(set(futures.values()) - finished)
+        ]  # fmt: skip
     result.results.sort(key=lambda r: r.product)
-    result.counts = archive.finalize(out, adjust=adjust)
     result.seconds = time.perf_counter() - t0
-    result.report = write_report(config, result, clc)
+    try:
+        result.counts = archive.finalize(out, adjust=adjust)
+    finally:  # the report is written also when finalisation fails (e.g. a full disk)
+        result.seconds = time.perf_counter() - t0
+        result.report = write_report(config, result, clc)
     return result
+
+
+def _outcome(fut: Any, product: str) -> TaskResult:
+    """A task's result; a lost worker (memory limit, signal) is a failure of that product only."""
+    try:
+        r: TaskResult = fut.result()
+        return r
+    except Exception as exc:  # KilledWorker, CommClosedError, CancelledError, ...
+        hint = ""
+        if type(exc).__name__ == "KilledWorker":
+            hint = (
+                " (the worker died while processing it, e.g. killed for exceeding its memory "
+                "limit: raise cluster.memory_limit or use fewer workers per machine)"
+            )
+        return TaskResult(product=product, ok=False, stage="worker",
+                          error=f"{type(exc).__name__}: {exc}{hint}",
+                          traceback=traceback.format_exc())  # fmt: skip
+
+
+def _result_line(r: TaskResult) -> str:
+    """One line per finished product (for logs of batch jobs)."""
+    if not r.ok:
+        return f"FAILED {r.product} [{r.stage}]: {r.error}"
+    s = r.summary or {}
+    state = "already done" if s.get("skipped") else "done"
+    seconds = sum(float(v) for v in (s.get("seconds") or {}).values())
+    kept = f"kept {s.get('kept', 0)} of {s.get('candidates', 0)}"
+    return f"{state} {r.product}: {kept} ({seconds:.1f} s)"

@@ -22,7 +22,7 @@ import rasterio.features
 from rasterio.crs import CRS
 from shapely.geometry import Polygon
 
-from ben_builder import archive, bigearthnet, specs
+from ben_builder import archive, bigearthnet, provenance, specs
 from ben_builder.clc import rasterize_codes, read_clc
 from ben_builder.grid import PatchGrid, split_for
 from ben_builder.labels import PatchLabels, label_patches
@@ -63,6 +63,8 @@ class Options:
         verify: Check the product against its ``manifest.safe`` checksums (and zip CRCs) before
             cutting it; a passed check is recorded in ``_parts/<product>.verified.json`` and not
             repeated while the product's files are unchanged.
+        force: Redo the product even if its recorded fingerprint equals the current one.
+        inputs: The run's shared inputs (computed once by the pipeline), or None to compute them.
         v1_names: ``s2v1_name`` by ``formula`` (``<mission>_MSIL2A_<sensing>_<x>_<y>``, for new
             archives) or from BigEarthNet v1's own table (``bigearthnet``: the published names;
             a patch v1 did not have is dropped, counted as ``dropped_not_in_v1``).
@@ -73,6 +75,19 @@ class Options:
     screening: specs.ScreeningSpec = field(default_factory=specs.screening)
     verify: bool = True
     v1_names: Literal["formula", "bigearthnet"] = "formula"
+    force: bool = False
+    inputs: provenance.Inputs | None = None
+
+    def output_options(self) -> dict[str, Any]:
+        """The options that change what a product writes (part of its fingerprint)."""
+        return {"layout": self.layout, "v1_names": self.v1_names,
+                "screening": self.screening.model_dump()}  # fmt: skip
+
+    def run_inputs(self, out_root: Path) -> provenance.Inputs:
+        """The shared inputs (given, or computed: CLC digest cached under ``out_root``)."""
+        if self.inputs is not None:
+            return self.inputs
+        return provenance.run_inputs(self.clc_path, self.output_options(), out_root)
 
 
 @dataclass
@@ -95,6 +110,8 @@ class ProductSummary:
     product_info: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         """Human-readable one-line summary."""
@@ -183,15 +200,20 @@ def process_product(
     stem = product.stem
     part = archive.part_path(out_root, stem)
     summary_file = part.with_suffix(".json")
+    inputs = options.run_inputs(out_root)
+    fingerprint = provenance.product_fingerprint(Path(path), inputs)
     if part.exists() and summary_file.exists():
-        done = ProductSummary(**json.loads(summary_file.read_text()))
-        done.skipped = True
-        log.info("skip %s: already in the archive", stem)
-        return done
-    for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):
-        removed = archive.remove_partials(out_root / folder / stem)
-        if removed:
-            log.info("%s: removed %d partial files of an interrupted run", stem, removed)
+        recorded = json.loads(summary_file.read_text())
+        if recorded.get("fingerprint") == fingerprint and not options.force:
+            done = ProductSummary(**recorded)
+            done.skipped = True
+            log.info("skip %s: already in the archive, made from the same inputs", stem)
+            return done
+        why = "--force" if options.force else "its inputs changed since it was made"
+        log.info("redo %s: %s", stem, why)
+    removed = archive.remove_product(out_root, stem)
+    if removed:
+        log.info("%s: removed %d files of an earlier or interrupted run", stem, removed)
 
     verification = None
     if options.verify:
@@ -220,7 +242,8 @@ def process_product(
             keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
 
     s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level,
-                       product_info=product_info(product), verification=verification)  # fmt: skip
+                       product_info=product_info(product), verification=verification,
+                       fingerprint=fingerprint, inputs=asdict(inputs))  # fmt: skip
     uncovered = int(clc_spec.no_polygon_code)
     if codes is not None and not np.any(codes != uncovered):
         s.warnings.append(

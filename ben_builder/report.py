@@ -192,7 +192,7 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         _table([[k, v] for k, v in versions().items()], ["package", "version"]),
     ]
     report = folder / "report.md"
-    archive.write_bytes_replace(report, ("\n".join(md) + "\n").encode())
+    archive.write_bytes(report, ("\n".join(md) + "\n").encode())
     run_json = {
         "name": config.name,
         "seconds": round(result.seconds, 2),
@@ -207,5 +207,5 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         "versions": versions(),
         "clc": str(clc) if clc else None,
     }
-    archive.write_bytes_replace(folder / "run.json", json.dumps(run_json, indent=2).encode())
+    archive.write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
     return report

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import rasterio
 import yaml
 
 from ben_builder import archive
@@ -268,3 +269,157 @@ def test_countries_from_a_boundaries_file(tmp_path):
     borders = read_boundaries(path, field="country", candidates=None)
     assert list(closest_country(frame, borders, rule="within")) == ["West", "East", None]
     assert list(closest_country(frame, borders)) == ["West", "East", "East"]
+
+
+def _fresh(tmp_path, products, clc, name):
+    """A clean build of the current inputs, for comparison."""
+    res = run(load_config(_config(tmp_path, products, clc, name)), progress=False)
+    assert not res.failures
+    return _digest_tree(tmp_path / name)
+
+
+def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic):
+    """A re-run equals a clean build of the current inputs after each kind of change."""
+    from dataclasses import replace as dc_replace
+
+    import geopandas as gpd
+
+    from ben_builder.synth.writer import scene_for, write_product
+
+    products = tmp_path / "products"
+    shutil.copytree(products_dir, products)
+    clc = tmp_path / "clc.gpkg"
+    shutil.copy(synthetic.clc, clc)
+    cfg = _config(tmp_path, products, clc, "arch")
+    out = tmp_path / "arch"
+    first = run(load_config(cfg), progress=False)
+    assert not first.failures
+
+    def redone(res):
+        return sorted(r.product for r in res.results if r.ok and not r.summary["skipped"])
+
+    # 1. a product replaced by different content under the same name
+    recipe = synthetic.find(tile_id="T34VER", level="L2A")
+    target = products / synthetic.path_of(recipe).name
+    target.unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    made = write_product(dc_replace(recipe), scene_for(recipe.tile_id, 1260, seed=7), other)
+    shutil.move(made, target)
+    res = run(load_config(cfg), progress=False)
+    assert redone(res) == [target.name]
+    assert next(r.sha256 for r in res.results if r.product == target.name) != next(
+        r.sha256 for r in first.results if r.product == target.name)  # fmt: skip
+    assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh1")
+
+    # 2. the CLC edited: 10 polygons 211 -> 311 (every product is redone)
+    frame = gpd.read_file(clc, layer="U2018_CLC2018_V2020_20u1")
+    idx = frame.index[frame["Code_18"] == "211"][:10]
+    frame.loc[idx, "Code_18"] = "311"
+    frame.to_file(clc, layer="U2018_CLC2018_V2020_20u1", driver="GPKG")
+    res = run(load_config(cfg), progress=False)
+    assert len(redone(res)) == 3
+    assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh2")
+
+    # 3. a part deleted to force one product's redo; 4. --force redoes all, same bytes
+    part = next((out / archive.PARTS_DIR).glob("*.parquet"))
+    part.unlink()
+    res = run(load_config(cfg), progress=False)
+    assert len(redone(res)) == 1
+    assert _digest_tree(out) == _digest_tree(tmp_path / "fresh2")
+    res = run(load_config(cfg), progress=False, force=True)
+    assert len(redone(res)) == 3
+    assert _digest_tree(out) == _digest_tree(tmp_path / "fresh2")
+
+
+def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthetic, monkeypatch):
+    """ENOSPC in a product, then in finalisation: clear errors, nothing half-written."""
+    import builtins
+    import errno
+
+    from ben_builder.errors import ArchiveWriteError
+    from ben_builder.process import Options, process_product
+
+    product = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"))
+    out = tmp_path / "arch"
+    real_open = builtins.open
+    budget = {"files": 40}
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])  # half the bytes reach the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        if "w" in mode and str(path).endswith(".partial"):
+            budget["files"] -= 1
+            if budget["files"] < 0:
+                return Full(fh)
+        return fh
+
+    monkeypatch.setattr(archive, "open", full_open, raising=False)
+    with pytest.raises(ArchiveWriteError, match=r"\.tif: cannot write \(No space left on device\)"):
+        process_product(product, out, Options(clc_path=synthetic.clc))
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".partial")]
+    assert not list((out / archive.PARTS_DIR).glob("*.parquet"))  # not marked finished
+    left = {p.relative_to(out): p.read_bytes() for p in files if p.suffix == ".tif"}
+    assert 0 < len(left) < 40
+    monkeypatch.setattr(archive, "open", real_open, raising=False)
+    s = process_product(product, out, Options(clc_path=synthetic.clc))
+    assert not s.skipped
+    archive.finalize(out)
+    clean = tmp_path / "clean"
+    process_product(product, clean, Options(clc_path=synthetic.clc))
+    archive.finalize(clean)
+    assert _digest_tree(out) == _digest_tree(clean)
+    # what the full disk left under final names was whole: the same bytes as a clean build's
+    assert all((clean / rel).read_bytes() == data for rel, data in left.items())
+
+    # finalisation on a full disk: a clear error, the previous metadata intact
+    before = (out / archive.METADATA).read_bytes()
+    budget["files"] = 0
+    monkeypatch.setattr(archive, "open", full_open, raising=False)
+    with pytest.raises(ArchiveWriteError, match="metadata"):
+        archive.finalize(out)
+    assert (out / archive.METADATA).read_bytes() == before
+    assert not list(out.glob("*.partial"))
+
+
+def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir, synthetic):
+    """A product over the memory limit kills its worker twice: recorded, the others go on."""
+    from datetime import datetime
+
+    from ben_builder.synth.products import ProductRecipe
+    from ben_builder.synth.writer import scene_for, write_product
+
+    products = tmp_path / "products"
+    products.mkdir()
+    small = next(p for p in products_dir.iterdir() if "T34VER" in p.name)
+    shutil.copy(small, products / small.name)
+    # a large product (GeoTIFF bands: quick to write); its bands alone exceed the limit
+    big = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
+                        image_format="GeoTIFF")  # fmt: skip
+    with rasterio.Env():
+        big_path = write_product(big, scene_for("T33UUP", 3660, 0), products)
+    cfg = _config(tmp_path, products, synthetic.clc, "mem")
+    data = yaml.safe_load(cfg.read_text())
+    data["cluster"]["memory_limit"] = "400MB"
+    cfg.write_text(yaml.safe_dump(data))
+    res = run(load_config(cfg), progress=False)
+    assert [(r.product, r.stage) for r in res.failures] == [(big_path.name, "worker")]
+    assert "KilledWorker" in res.failures[0].error and "memory" in res.failures[0].error
+    assert [r.product for r in res.results if r.ok] == [small.name]
+    assert res.counts["metadata"] + res.counts["flagged"] > 0
+    run_json = (tmp_path / "mem" / "report" / "run.json").read_text()
+    assert "KilledWorker" in run_json

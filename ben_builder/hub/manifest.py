@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ben_builder.archive import write_bytes_replace
+from ben_builder.archive import write_bytes
 from ben_builder.errors import SpecError
 
 
@@ -52,7 +52,7 @@ def write_manifest(path: Path, items: Iterable[ManifestItem]) -> int:
     """Write items as JSON lines, atomically; return how many."""
     rows = [json.dumps(asdict(i), sort_keys=True) for i in items]
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_replace(path, "".join(r + "\n" for r in rows).encode())
+    write_bytes(path, "".join(r + "\n" for r in rows).encode())
     return len(rows)
 
 

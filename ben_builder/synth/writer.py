@@ -24,8 +24,8 @@ import rasterio.features
 import shapely
 from pyproj import Transformer
 
-from ben_builder import specs
-from ben_builder.archive import write_parquet
+from ben_builder import __version__, specs
+from ben_builder.archive import write_bytes, write_parquet
 from ben_builder.grid import TileGeometry
 from ben_builder.safe import IMAGE_FORMATS
 from ben_builder.synth.products import ProductRecipe
@@ -385,17 +385,43 @@ def _write_qi_masks(r: ProductRecipe, acq: Acquisition, granule: Path, tile: Til
                 write_jp2(qi / f"MSK_{name}_{res}m.jp2", prob, tile, res)
 
 
+def _made_from(*parts: object) -> str:
+    """A key of what a generated file is made from (recipe, scene, generator version)."""
+    h = hashlib.sha256(__version__.encode())
+    for part in parts:
+        h.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _up_to_date(final: Path, key: str) -> bool:
+    """Whether ``final`` exists and its sidecar ``.<name>.made-from`` records ``key``."""
+    sidecar = final.with_name(f".{final.name}.made-from")
+    return final.exists() and sidecar.exists() and sidecar.read_text() == key
+
+
+def _record(final: Path, key: str) -> None:
+    write_bytes(final.with_name(f".{final.name}.made-from"), key.encode())
+
+
 def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
-    """Write one product as ``<name>.SAFE`` or ``<name>.zip`` under ``out_dir``; skip if present.
+    """Write one product as ``<name>.SAFE`` or ``<name>.zip`` under ``out_dir``.
 
     The product has the real structure of its level and baseline: every IMAGE_FILE (TCI, AOT,
     WVP, SCL and bands at several resolutions for L2A), the QI_DATA masks, ``MTD_MSIL*.xml``,
-    ``MTD_TL.xml`` and a ``manifest.safe`` with every file's checksum.
+    ``MTD_TL.xml`` and a ``manifest.safe`` with every file's checksum. A product written before
+    from the same recipe and scene is kept; one written from another (e.g. another size) is
+    replaced.
     """
     final = out_dir / (f"{r.name}.zip" if r.zipped else f"{r.name}.SAFE")
-    if final.exists():
+    key = _made_from(r, scene.geometry, scene.cell_m, scene.seed, scene.cells)
+    if _up_to_date(final, key):
         log.info("skip %s: already written", final.name)
         return final
+    if final.is_dir():
+        shutil.rmtree(final)
+    elif final.exists():
+        final.unlink()
     acq = r.acquisition(scene)
     work = out_dir / f".{r.name}.partial"
     if work.exists():
@@ -429,6 +455,7 @@ def write_product(r: ProductRecipe, scene: Scene, out_dir: Path) -> Path:
     else:
         os.replace(safe, final)
         work.rmdir()
+    _record(final, key)
     log.info("wrote %s", final.name)
     return final
 
@@ -462,12 +489,17 @@ def write_clc(scenes: Iterable[Scene], out_dir: Path) -> Path:
     """Write the CLC GeoPackage (real file, layer and field names) covering ``scenes``."""
     src = specs.clc().source
     final = out_dir / src.file
+    scenes = list(scenes)
+    key = _made_from(*((s.tile_id, s.geometry, s.cell_m, s.cells) for s in scenes))
+    if _up_to_date(final, key):  # a GeoPackage records its write time: rewrite only if changed
+        return final
     tmp = out_dir / f".{src.file}.partial.gpkg"
     if tmp.exists():
         tmp.unlink()
     frame = clc_frame(scenes)
     frame.to_file(tmp, layer=src.layer, driver="GPKG", engine="pyogrio")
     os.replace(tmp, final)
+    _record(final, key)
     log.info("wrote %s (%d polygons)", final.name, len(frame))
     return final
 
