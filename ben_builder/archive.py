@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from ben_builder.errors import ArchiveWriteError
+from ben_builder.errors import ArchiveWriteError, OutputLockedError, PreflightError
 from ben_builder.tiff import GeoTiffTemplate, TemplateError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,55 @@ METADATA_SCHEMA = pa.schema(
 def atomic_path(path: Path) -> Path:
     """The temporary name a file is written under before it is renamed to ``path``."""
     return path.with_name(path.name + PARTIAL)
+
+
+LOCK_FILE = ".ben_builder.lock"
+
+
+@contextmanager
+def output_lock(root: Path, what: str = "build") -> Iterator[None]:
+    """Hold an exclusive lock on an output folder while writing into it.
+
+    The lock is an ``flock`` on ``<root>/.ben_builder.lock``, which names the holder (host, pid,
+    start time, what) while it is held. The kernel releases it when the holder exits, however it
+    exits, so a lock left by a killed run is never stale: the next run takes it over.
+
+    Raises:
+        OutputLockedError: another process holds it (the message names it).
+        PreflightError: the folder cannot be created or written.
+    """
+    import fcntl
+    import socket
+    from datetime import datetime
+
+    path = root / LOCK_FILE
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    except OSError as exc:
+        raise PreflightError(
+            f"{root}: output folder is not writable ({exc.strerror or exc}); choose another "
+            "output or fix its permissions"
+        ) from exc
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise OutputLockedError(
+                f"{root} is in use by {holder}; wait for it to finish or choose another output "
+                "folder (two runs writing one archive would corrupt it)"
+            ) from exc
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{what} pid {os.getpid()} on host {socket.gethostname()} since {started}\n")
+        fh.flush()
+        yield
+        fh.truncate(0)  # an idle lock names nobody (and the archive's files match between runs)
+    finally:
+        fh.close()  # releases the lock
 
 
 def remove_product(root: Path, product_stem: str) -> int:

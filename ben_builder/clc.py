@@ -24,7 +24,7 @@ from ben_builder.specs import ClcSpec
 log = logging.getLogger(__name__)
 
 
-def _layer(path: Path, spec: ClcSpec) -> str | None:
+def _layer(path: Path, spec: ClcSpec) -> str:
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except (DataSourceError, OSError) as exc:
@@ -38,16 +38,14 @@ def _layer(path: Path, spec: ClcSpec) -> str | None:
     )
 
 
-def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
-    """Polygons (``Code_18`` + geometry) of the CLC file that overlap ``tile``, in the tile's CRS.
+def check_clc(path: Path, spec: ClcSpec) -> tuple[str, str]:
+    """Check that ``path`` is CLC 2018 data: readable, the layer, the code field, the CRS.
 
-    Args:
-        path: The CLC GeoPackage (or a shapefile with the same schema).
-        tile: The tile whose footprint to read.
-        spec: CLC schema and codes.
+    Returns:
+        The layer and the code field.
 
     Raises:
-        ClcError: unreadable file, missing ``Code_18`` field, unexpected CRS, unknown code.
+        ClcError: what is wrong, naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -70,10 +68,43 @@ def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
             f"{path}: CRS is {file_crs.to_string() if file_crs else 'undefined'}, expected "
             f"{spec.source.crs} (ETRS89-LAEA) as in the official CLC 2018 release"
         )
-    to_file = Transformer.from_crs(tile.epsg, expected, always_xy=True)
-    bbox = to_file.transform_bounds(
-        tile.ulx_m, tile.uly_m - tile.size_m, tile.ulx_m + tile.size_m, tile.uly_m, densify_pts=21
-    )
+    return layer, field
+
+
+def _tile_bbox(tile: TileGeometry, spec: ClcSpec) -> tuple[float, float, float, float]:
+    to_file = Transformer.from_crs(tile.epsg, CRS.from_user_input(spec.source.crs), always_xy=True)
+    return tuple(  # type: ignore[return-value]
+        to_file.transform_bounds(
+            tile.ulx_m, tile.uly_m - tile.size_m, tile.ulx_m + tile.size_m, tile.uly_m,
+            densify_pts=21,
+        )
+    )  # fmt: skip
+
+
+def clc_covers(path: Path, tile: TileGeometry, spec: ClcSpec) -> bool:
+    """Whether any CLC polygon's bounding box meets the tile (a quick check before work)."""
+    layer, field = check_clc(path, spec)
+    try:
+        frame = pyogrio.read_dataframe(path, layer=layer, columns=[field], read_geometry=False,
+                                       bbox=_tile_bbox(tile, spec), max_features=1)  # fmt: skip
+    except (DataSourceError, DataLayerError) as exc:
+        raise ClcError(f"{path}: cannot read polygons: {exc}") from exc
+    return len(frame) > 0
+
+
+def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
+    """Polygons (``Code_18`` + geometry) of the CLC file that overlap ``tile``, in the tile's CRS.
+
+    Args:
+        path: The CLC GeoPackage (or a shapefile with the same schema).
+        tile: The tile whose footprint to read.
+        spec: CLC schema and codes.
+
+    Raises:
+        ClcError: unreadable file, missing ``Code_18`` field, unexpected CRS, unknown code.
+    """
+    layer, field = check_clc(path, spec)
+    bbox = _tile_bbox(tile, spec)
     try:
         frame = pyogrio.read_dataframe(path, layer=layer, columns=[field], bbox=bbox)
     except (DataSourceError, DataLayerError) as exc:
@@ -87,7 +118,8 @@ def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
     if invalid.any():
         log.info("%s: repairing %d invalid geometries", path.name, int(invalid.sum()))
         geoms[invalid] = shapely.make_valid(geoms[invalid])
-    out = gpd.GeoDataFrame({"code": codes.astype(np.uint16).values}, geometry=geoms, crs=expected)
+    crs = CRS.from_user_input(spec.source.crs)
+    out = gpd.GeoDataFrame({"code": codes.astype(np.uint16).values}, geometry=geoms, crs=crs)
     return out.to_crs(epsg=tile.epsg)
 
 

@@ -47,12 +47,47 @@ def _friendly(fn: F) -> F:
 
 @click.group()
 @click.version_option(__version__)
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More messages: -v this project's progress, -vv its debug output and the libraries' "
+    "info, -vvv everything.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+def main(verbose: int, quiet: bool) -> None:
     """Build BigEarthNet-style archives from Sentinel-2 products and CLC 2018."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Dask's own loggers are chatty at INFO; keep them (and the workers') quiet unless -vv
+    setup_logging(-1 if quiet else verbose, sys.stderr.isatty())
+
+
+def setup_logging(verbose: int, terminal: bool) -> None:
+    """Logging for the command line.
+
+    The project's messages: errors only (-q), warnings (default on a terminal, where progress
+    bars show the rest), progress (one line per finished product and the like: default without
+    a terminal, so batch jobs see what happens, and -v), debug (-vv). The libraries' messages
+    (Dask, GDAL bindings, urllib3): warnings, info at -vv, debug only at -vvv.
+    """
+    if verbose < 0:
+        own = logging.ERROR
+    elif verbose == 0:
+        own = logging.WARNING if terminal else logging.INFO
+    else:
+        own = logging.INFO if verbose == 1 else logging.DEBUG
+    libraries = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO}.get(
+        max(verbose, 0), logging.DEBUG
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(libraries)
+    handler.addFilter(
+        lambda r: r.levelno >= (own if r.name.startswith("ben_builder") else libraries)
+    )
+    # the project's logger passes progress through to the run log (report/run.log) in any case
+    logging.getLogger("ben_builder").setLevel(min(own, logging.INFO))
+    # Dask's workers log on their own: quiet unless -vv
     if verbose < 2:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
@@ -84,6 +119,13 @@ def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> Non
     from ben_builder.synth.products import demo_recipes
     from ben_builder.synth.writer import write_dataset
 
+    if size_px <= 0 or size_px % 6:
+        raise click.BadParameter(
+            f"{size_px} is not a positive multiple of 6 (10, 20 and 60 m grids must align; "
+            "e.g. 2460 or 10980)",
+            param_hint="--size-px",
+        )
+
     @_friendly
     def run() -> None:
         recipes = [r for r in demo_recipes() if not tiles or r.tile_id in tiles]
@@ -105,10 +147,19 @@ def _run_products(
     duplicates: str = "latest",
     force: bool = False,
 ) -> None:
-    from ben_builder.process import Options, process_product
-    from ben_builder.safe import select_products
+    from ben_builder.process import Options
 
     options = Options(clc_path=clc, layout=layout, verify=verify, force=force)  # type: ignore[arg-type]
+    with archive.output_lock(out, "ben-builder patch/process"):
+        _process_locally(products, out, options, fail_fast, duplicates)
+
+
+def _process_locally(
+    products: tuple[Path, ...], out: Path, options: Any, fail_fast: bool, duplicates: str
+) -> None:
+    from ben_builder.process import process_product
+    from ben_builder.safe import select_products
+
     chosen, dropped = select_products(products, duplicates)
     for d in dropped:
         click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
@@ -220,7 +271,19 @@ def process(products: tuple[Path, ...], out: Path, clc: Path, layout: str,
     help="Stop at the first failing product (default: the config's fail_fast).",
 )
 @_force_opt
-def build(config: Path, fail_fast: bool | None, force: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check inputs, output and disk space, and print what the run would do.",
+)
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Exit 0 even if the archive holds no patch (else that is a failure).",
+)
+def build(
+    config: Path, fail_fast: bool | None, force: bool, check: bool, allow_empty: bool
+) -> None:
     """Run the whole chain for a run configuration (pipelines/*.yaml).
 
     Products -> patches -> labels -> screening -> archive -> metadata and split, on a Dask
@@ -234,6 +297,22 @@ def build(config: Path, fail_fast: bool | None, force: bool) -> None:
     @_friendly
     def go() -> None:
         cfg = load_config(config)
+        if check:
+            from ben_builder.pipeline import plan_run
+
+            plan, duplicates, missing = plan_run(cfg)
+            click.echo(f"{cfg.name}: would build {cfg.output}")
+            for line in plan.lines():
+                click.echo(line)
+            for d in duplicates:
+                click.echo(f"would skip {d.path.name}: {d.reason}")
+            for m in missing:
+                click.echo(f"missing {m.product}: {m.error}")
+            if plan.unreadable or missing:  # the run would record them as failures
+                click.echo("check FAILED: products above are unreadable or missing", err=True)
+                raise SystemExit(1)
+            click.echo("check passed" + (" with warnings" if plan.warnings else ""))
+            return
         result = run(cfg, fail_fast=fail_fast, force=force)
         click.echo(
             f"{cfg.name}: {result.counts['metadata']} patches in metadata.parquet, "
@@ -247,8 +326,12 @@ def build(config: Path, fail_fast: bool | None, force: bool) -> None:
             for r in result.failures:
                 click.echo(f"FAILED {r.product} [{r.stage}]: {r.error}", err=True)
             raise SystemExit(1)
-        if result.produced_nothing:
-            click.echo(f"FAILED: the run produced no patch (see {result.report})", err=True)
+        if result.produced_nothing and not allow_empty:
+            click.echo(
+                f"FAILED: the run produced no patch (see the warnings above and {result.report}; "
+                "--allow-empty accepts that)",
+                err=True,
+            )
             raise SystemExit(1)
 
     go()

@@ -92,6 +92,12 @@ class Inputs(_Model):
             raise ValueError("source 'local' needs 'products_dir'")
         if self.source == "hub" and self.hub is None:
             raise ValueError("source 'hub' needs a 'hub' section")
+        if self.source != "synthetic" and self.clc_path is None:
+            raise ValueError(
+                f"source {self.source!r} needs 'clc_path', the CLC 2018 GeoPackage "
+                "(U2018_CLC2018_V2020_20u1.gpkg): without it every patch is unlabelled "
+                "(`ben-builder patch` cuts unlabelled patches on purpose)"
+            )
         return self
 
 
@@ -116,6 +122,7 @@ class ClusterSettings(_Model):
     kind: Literal["local", "slurm", "address"] = "local"
     n_workers: int | None = Field(None, gt=0, description="Local workers; default: one per core.")
     memory_limit: str = "auto"
+    dashboard: bool = Field(False, description="Serve Dask's dashboard on port 8787.")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     scheduler_address: str | None = None
 

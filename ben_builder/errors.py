@@ -70,3 +70,15 @@ class ChecksumError(BenBuilderError, ValueError):
 
 class ArchiveWriteError(BenBuilderError, OSError):
     """An output file could not be written completely (full disk, quota, permissions)."""
+
+
+class ClusterError(BenBuilderError, ConnectionError):
+    """The Dask cluster cannot be reached or started."""
+
+
+class OutputLockedError(BenBuilderError, BlockingIOError):
+    """Another run is writing into the same output folder."""
+
+
+class PreflightError(BenBuilderError, ValueError):
+    """A check before the run failed: unusable inputs, unwritable output, no disk space."""

@@ -32,7 +32,12 @@ from ben_builder.config import (
     RunConfig,
     Sen2CorSettings,
 )
-from ben_builder.errors import ProductNotFoundError, SpecError
+from ben_builder.errors import (
+    ClusterError,
+    ProductNotFoundError,
+    SpecError,
+    UnsupportedProductError,
+)
 from ben_builder.process import Options, process_product, stage_of
 from ben_builder.safe import Duplicate, ProductName, select_products
 from ben_builder.verify import product_files
@@ -68,6 +73,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     report: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -77,8 +83,9 @@ class RunResult:
     @property
     def warnings(self) -> list[str]:
         """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
-        out = [f"{r.product}: {w}" for r in self.results if r.summary
-               for w in r.summary.get("warnings", [])]  # fmt: skip
+        out = list(self.notes)
+        out += [f"{r.product}: {w}" for r in self.results if r.summary
+                for w in r.summary.get("warnings", [])]  # fmt: skip
         if not self.failures and self.produced_nothing:
             out.append("the run produced no patch at all")
         return out
@@ -175,9 +182,14 @@ def make_l2a(
 
     from ben_builder.sen2cor import check_version, find_l2a
 
-    level = {p: ProductName.parse(p.name).level for p in products}
-    l2a = [p for p in products if level[p] == "L2A"]
-    have = {bigearthnet.acquisition(p.name) for p in l2a}
+    level: dict[Path, str | None] = {}
+    for p in products:
+        try:
+            level[p] = ProductName.parse(p.name).level
+        except UnsupportedProductError:
+            level[p] = None  # not a product name: its task reports it
+    l2a = [p for p in products if level[p] != "L1C"]
+    have = {bigearthnet.acquisition(p.name) for p in l2a if level[p] == "L2A"}
     l1c = [p for p in products if level[p] == "L1C" and bigearthnet.acquisition(p.name) not in have]
     settings = config.sen2cor
     if settings is None:
@@ -374,7 +386,14 @@ def dask_client(settings: ClusterSettings) -> Iterator[Any]:
 def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterator[Any]:  # noqa: N803
 
     if settings.kind == "address":
-        with Client(settings.scheduler_address) as client:
+        try:
+            client = Client(settings.scheduler_address)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {settings.scheduler_address} ({exc}); start "
+                "it (`dask scheduler`) or fix cluster.scheduler_address"
+            ) from exc
+        with client:
             yield client
         return
     if settings.kind == "slurm":
@@ -387,7 +406,9 @@ def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterat
             threads_per_worker=1,
             processes=True,
             memory_limit=settings.memory_limit,
-            dashboard_address=None,
+            # no dashboard unless asked for; ":0" also keeps the scheduler's HTTP server off 8787
+            dashboard_address=":8787" if settings.dashboard else ":0",
+            scheduler_kwargs={"dashboard": settings.dashboard},
         )
     with cluster, Client(cluster) as client:
         yield client
@@ -445,28 +466,88 @@ def run(
     Returns:
         All task results, metadata counts and the report path. Failures are in the result (and the
         report); the caller decides the exit status.
+
+    Raises:
+        OutputLockedError: another run is writing into the same output folder.
     """
+    with archive.output_lock(config.output, f"ben-builder build {config.name}"):
+        with run_log(config.output / "report" / "run.log"):
+            return _run(config, config.fail_fast if fail_fast is None else fail_fast, progress,
+                        force)  # fmt: skip
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Append the project's progress messages (info and above) to ``path`` during a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    own = logging.getLogger("ben_builder")
+    before = own.level
+    if own.getEffectiveLevel() > logging.INFO:
+        own.setLevel(logging.INFO)
+    own.addHandler(handler)
+    try:
+        yield
+    finally:
+        own.removeHandler(handler)
+        own.setLevel(before)
+        handler.close()
+
+
+def plan_run(config: RunConfig) -> tuple[Any, list[Duplicate], list[TaskResult]]:
+    """What ``build`` would do (``build --check``): the preflight plan, nothing written.
+
+    Products are discovered as the run would (a folder is listed; a hub is not searched, a
+    synthetic set is not written: their products are only known once the run fetches them).
+
+    Returns:
+        The plan, the duplicates left out, and the listed products that are absent.
+    """
+    from ben_builder.preflight import Plan, check_writable, preflight
+
+    _adjust_metadata(config)  # lists and boundaries readable
+    if config.inputs.source != "local":
+        check_writable(config.output)
+        if config.inputs.clc_path is not None:
+            from ben_builder.clc import check_clc
+
+            check_clc(config.inputs.clc_path, specs.clc())
+        plan = Plan()
+        plan.warnings.append(
+            f"source {config.inputs.source!r}: the products are known only once the run fetches "
+            "them; checked the output, the CLC file, lists and boundaries"
+        )
+        return plan, [], []
+    products, missing, clc = discover_products(config)
+    products, duplicates = select_products(products, config.duplicates)
+    return preflight(products, clc, config.output), duplicates, missing
+
+
+def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
     from dask.distributed import as_completed
     from tqdm import tqdm
 
     from ben_builder.report import write_report
 
-    fail_fast = config.fail_fast if fail_fast is None else fail_fast
     t0 = time.perf_counter()
     out = config.output
-    out.mkdir(parents=True, exist_ok=True)
     adjust = _adjust_metadata(config)  # reads lists and boundaries: bad ones fail before work
     products, missing, clc = discover_products(config)
     products, duplicates = select_products(products, config.duplicates)
     for d in duplicates:
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
+    from ben_builder.preflight import preflight
+
+    plan = preflight(products, clc, out)  # before any work: inputs, output, disk space
     options = Options(
         clc_path=clc, layout=config.layout, verify=config.verify, force=force,
         v1_names="bigearthnet" if config.reproduce == "bigearthnet-v2" else "formula",
     )  # fmt: skip
     # the shared inputs' digests once (the CLC hashed once per version of the file)
     options = replace(options, inputs=options.run_inputs(out))
-    result = RunResult(results=list(missing), skipped=duplicates)
+    result = RunResult(results=list(missing), skipped=duplicates, notes=list(plan.warnings))
     with dask_client(config.cluster) as client:
         products, failed = make_l2a(client, products, config, progress)
         result.results.extend(failed)

@@ -300,7 +300,8 @@ def test_reproduction_needs_countries(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
         "name": "v2", "output": str(tmp_path / "a"), "reproduce": "bigearthnet-v2",
-        "inputs": {"source": "local", "products_dir": str(tmp_path)},
+        "inputs": {"source": "local", "products_dir": str(tmp_path),
+                   "clc_path": str(tmp_path / "clc.gpkg")},
     }))  # fmt: skip
     with pytest.raises(SpecError, match="Natural Earth"):
         load_config(cfg)
