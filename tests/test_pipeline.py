@@ -113,9 +113,14 @@ def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, sy
     assert "CorruptProductError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
     assert "## Failures" in (out / "report" / "report.md").read_text()
     assert len(list((out / archive.PARTS_DIR).glob("*.parquet"))) == 2
-    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast",
+                        "--force"], capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 1 and "FAILED" in r.stderr
+    # the report accounts for every product: done, failed, or not run (cancelled)
+    run_json = json.loads((out / "report" / "run.json").read_text())
+    products = sorted(p.name for p in d.iterdir() if p.suffix in (".zip", ".SAFE"))
+    assert sorted(x["product"] for x in run_json["results"]) == products
+    assert {x["stage"] for x in run_json["results"] if not x["ok"]} <= {"open", "cancelled"}
 
 
 def _wait_for(predicate, timeout=120):
@@ -278,7 +283,7 @@ def _fresh(tmp_path, products, clc, name):
     return _digest_tree(tmp_path / name)
 
 
-def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic):
+def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, monkeypatch):
     """A re-run equals a clean build of the current inputs after each kind of change."""
     from dataclasses import replace as dc_replace
 
@@ -330,6 +335,26 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic):
     res = run(load_config(cfg), progress=False, force=True)
     assert len(redone(res)) == 3
     assert _digest_tree(out) == _digest_tree(tmp_path / "fresh2")
+
+    # 5. a spec changed: flag cloud/shadow only above half a patch
+    from ben_builder import specs
+
+    changed = tmp_path / "specs"
+    shutil.copytree(REPO / "data_specs", changed)
+    screening = changed / "screening.yaml"
+    screening.write_text(screening.read_text().replace(
+        "cloud_or_shadow_min_fraction: 0.0", "cloud_or_shadow_min_fraction: 0.5"))  # fmt: skip
+    monkeypatch.setenv("BEN_BUILDER_SPECS", str(changed))
+    specs.screening.cache_clear()
+    try:
+        flagged_before = len(pd.read_parquet(out / archive.FLAGGED))
+        res = run(load_config(cfg), progress=False)
+        assert len(redone(res)) == 3
+        assert len(pd.read_parquet(out / archive.FLAGGED)) < flagged_before
+        assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh3")
+    finally:
+        monkeypatch.delenv("BEN_BUILDER_SPECS")
+        specs.screening.cache_clear()
 
 
 def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthetic, monkeypatch):
@@ -423,3 +448,17 @@ def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir,
     assert res.counts["metadata"] + res.counts["flagged"] > 0
     run_json = (tmp_path / "mem" / "report" / "run.json").read_text()
     assert "KilledWorker" in run_json
+
+
+def test_synthetic_products_follow_their_recipe(tmp_path, synthetic):
+    """A product written for another size (or seed) is replaced, one for the same is kept."""
+    from ben_builder.safe import open_product
+    from ben_builder.synth.writer import scene_for, write_product
+
+    recipe = synthetic.find(tile_id="T34VER", level="L1C")
+    first = write_product(recipe, scene_for(recipe.tile_id, 1260, 0), tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert write_product(recipe, scene_for(recipe.tile_id, 1260, 0), tmp_path) == first
+    assert first.stat().st_mtime_ns == mtime  # same recipe and scene: kept
+    again = write_product(recipe, scene_for(recipe.tile_id, 1320, 0), tmp_path)
+    assert again == first and open_product(again).tile.size_m == 13_200
