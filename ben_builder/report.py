@@ -182,10 +182,14 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         md += ["## Skipped duplicates", "", _table(rows, ["product", "reason"]), ""]
     if result.warnings:
         md += ["## Warnings", "", *[f"- {w}" for w in result.warnings], ""]
-    md += ["## Inputs (SHA-256)", "", _table([[r.product, r.sha256] for r in ok],
-                                             ["product", "sha256"]), ""]  # fmt: skip
+    shared = next((r.summary.get("inputs") for r in ok if r.summary and r.summary.get("inputs")),
+                  None) or {}  # fmt: skip
+    rows = [[r.product, r.sha256 or ""] for r in ok]
     if clc is not None:
-        md += [f"CLC: `{clc}`", ""]
+        rows.append([f"CLC `{clc}`", shared.get("clc_sha256", "")])
+    if shared:
+        rows.append(["data_specs/", shared.get("specs_sha256", "")])
+    md += ["## Inputs (SHA-256)", "", _table(rows, ["input", "sha256"]), ""]
     md += [
         "## Software",
         "",
