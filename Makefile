@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive train test lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
+.PHONY: venv demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ train: $(STAMP)
 ## test: the whole test suite (what CI runs)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+## slurm-up / slurm-down: a single-node SLURM for the tests that need one (root; .ci/slurm)
+slurm-up:
+	.ci/slurm up
+
+slurm-down:
+	.ci/slurm down
 
 lint: $(STAMP)
 	$(BIN)/ruff check ben_builder tests benchmarks

@@ -102,18 +102,55 @@ class Inputs(_Model):
 
 
 class SlurmSettings(_Model):
-    """dask-jobqueue ``SLURMCluster`` settings; each job holds ``processes`` workers."""
+    """dask-jobqueue ``SLURMCluster`` settings; each job holds ``processes`` workers.
 
-    cores: int = Field(8, gt=0)
-    memory: str = "32GB"
-    processes: int = Field(4, gt=0)
-    walltime: str = "04:00:00"
-    queue: str | None = None
+    Each worker gets ``cores / processes`` threads (1 by default: one tile per worker). Lost jobs
+    (cancelled, preempted, a node failing) are replaced to keep ``jobs`` running; past
+    ``max_lost_jobs`` the run stops with the remaining products recorded as failed.
+    """
+
+    cores: int = Field(8, gt=0, description="Cores per job.")
+    memory: str = Field("32GB", description="Memory per job (#SBATCH --mem).")
+    processes: int = Field(8, gt=0, description="Worker processes per job.")
+    walltime: str = Field("04:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}(:\d{2})?$")
+    queue: str | None = Field(None, description="Partition (#SBATCH -p).")
     account: str | None = None
+    job_name: str = "ben-builder"
+    interface: str | None = Field(None, description="Network interface workers use (e.g. ib0).")
+    python: str | None = Field(None, description="Python on the nodes (default: this one).")
+    log_directory: str | None = Field(
+        None, description="Folder for the jobs' slurm-<id>.out (default: <output>/report/workers)."
+    )
+    worker_log_level: Literal["debug", "info", "warning", "error"] = "info"
     job_extra_directives: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
     local_directory: str | None = None
-    jobs: int = Field(1, gt=0, description="Number of SLURM jobs to scale to.")
+    jobs: int = Field(1, gt=0, description="SLURM jobs kept running.")
+    max_lost_jobs: int | None = Field(
+        None, ge=0, description="Lost jobs replaced before the run stops (default: 2 x jobs)."
+    )
+    lifetime_margin_s: int = Field(
+        600,
+        ge=0,
+        description="Workers retire this long before the walltime (staggered), so no "
+        "tile is cut off by the walltime; their jobs are replaced.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SlurmSettings:
+        if self.cores % self.processes:
+            raise ValueError(
+                f"cores ({self.cores}) must be a multiple of processes ({self.processes}): each "
+                "worker gets cores / processes threads"
+            )
+        return self
+
+    def walltime_s(self) -> int:
+        """The walltime in seconds."""
+        days, _, rest = self.walltime.rpartition("-")
+        parts = [int(v) for v in rest.split(":")] + [0]
+        h, m, sec = (parts + [0, 0])[:3]
+        return int(days or 0) * 86400 + h * 3600 + m * 60 + sec
 
 
 class ClusterSettings(_Model):

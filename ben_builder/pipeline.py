@@ -366,11 +366,18 @@ def read_name_list(path: Path) -> set[str]:
 #: a worker lost to a signal or a lost job is retried once; one that kills its worker twice, as a
 #: product over the memory limit does, is recorded as failed and the run goes on).
 ALLOWED_FAILURES = 1
+#: Seconds between looks at the cluster (SLURM job states) while tasks run.
+POLL_S = 5.0
 
 
 @contextmanager
-def dask_client(settings: ClusterSettings) -> Iterator[Any]:
-    """A Dask client for the configured cluster (local processes, SLURM, or an address)."""
+def dask_client(settings: ClusterSettings, log_directory: Path | None = None) -> Iterator[Any]:
+    """A Dask client for the configured cluster (local processes, SLURM, or an address).
+
+    Args:
+        settings: The cluster settings.
+        log_directory: Where SLURM jobs write their output (unless the settings name a folder).
+    """
     import dask
     from dask.distributed import Client, LocalCluster
 
@@ -378,12 +385,17 @@ def dask_client(settings: ClusterSettings) -> Iterator[Any]:
     # to one product takes no queued product down with it)
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           "distributed.scheduler.worker-saturation": 1.0}):  # fmt: skip
-        with _client(settings, Client, LocalCluster) as client:
+        with _client(settings, Client, LocalCluster, log_directory) as client:
             yield client
 
 
 @contextmanager
-def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterator[Any]:  # noqa: N803
+def _client(
+    settings: ClusterSettings,
+    Client: Any,  # noqa: N803
+    LocalCluster: Any,  # noqa: N803
+    log_directory: Path | None,
+) -> Iterator[Any]:
 
     if settings.kind == "address":
         try:
@@ -397,8 +409,12 @@ def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterat
             yield client
         return
     if settings.kind == "slurm":
-        cluster = make_slurm_cluster(settings)
-        cluster.scale(jobs=settings.slurm.jobs)
+        cluster = make_slurm_cluster(settings, log_directory)
+        if log_directory is not None:
+            log_directory.mkdir(parents=True, exist_ok=True)
+        # adapt with a floor, not scale: lost jobs are replaced (scale never resubmits)
+        jobs = settings.slurm.jobs
+        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
     else:
         n = settings.n_workers or os.cpu_count() or 1
         cluster = LocalCluster(
@@ -414,16 +430,25 @@ def _client(settings: ClusterSettings, Client: Any, LocalCluster: Any) -> Iterat
         yield client
 
 
-def make_slurm_cluster(settings: ClusterSettings) -> Any:
-    """A ``dask_jobqueue.SLURMCluster`` from the config (one thread per worker process)."""
+def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = None) -> Any:
+    """A ``dask_jobqueue.SLURMCluster`` from the config (no dashboard unless asked for)."""
     from dask_jobqueue import SLURMCluster
 
     s = settings.slurm
+    lifetime = max(s.walltime_s() - s.lifetime_margin_s, 60)
+    stagger = min(300, max(lifetime // 10, 1))
+    logs = s.log_directory or (str(log_directory) if log_directory is not None else None)
     return SLURMCluster(
         cores=s.cores, memory=s.memory, processes=s.processes, walltime=s.walltime,
-        queue=s.queue, account=s.account, job_extra_directives=list(s.job_extra_directives),
-        job_script_prologue=list(s.job_script_prologue), local_directory=s.local_directory,
-        worker_extra_args=["--nthreads", "1"],
+        queue=s.queue, account=s.account, job_name=s.job_name, interface=s.interface,
+        python=s.python, log_directory=logs,
+        job_extra_directives=list(s.job_extra_directives),
+        job_script_prologue=[
+            f"export DASK_LOGGING__DISTRIBUTED={s.worker_log_level}", *s.job_script_prologue
+        ],
+        local_directory=s.local_directory,
+        worker_extra_args=["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"],
+        scheduler_options={"dashboard_address": ":8787" if settings.dashboard else ":0"},
     )  # fmt: skip
 
 
@@ -526,7 +551,7 @@ def plan_run(config: RunConfig) -> tuple[Any, list[Duplicate], list[TaskResult]]
 
 
 def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
-    from dask.distributed import as_completed
+    from dask.distributed import wait
     from tqdm import tqdm
 
     from ben_builder.report import write_report
@@ -548,7 +573,14 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
     # the shared inputs' digests once (the CLC hashed once per version of the file)
     options = replace(options, inputs=options.run_inputs(out))
     result = RunResult(results=list(missing), skipped=duplicates, notes=list(plan.warnings))
-    with dask_client(config.cluster) as client:
+    with dask_client(config.cluster, out / "report" / "workers") as client:
+        watch = None
+        if config.cluster.kind == "slurm":
+            from ben_builder.slurm import JobWatch
+
+            s = config.cluster.slurm
+            lost = s.max_lost_jobs if s.max_lost_jobs is not None else 2 * s.jobs
+            watch = JobWatch(client.cluster, lost)
         products, failed = make_l2a(client, products, config, progress)
         result.results.extend(failed)
         n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
@@ -565,24 +597,41 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
             total=len(futures), unit="product", desc=config.name, disable=None if progress else True
         )
         finished: set[str] = set()
+        stop: tuple[str, str] | None = None
         with bar:
-            for fut in as_completed(list(futures)):
-                r = _outcome(fut, futures[fut])
-                finished.add(r.product)
-                result.results.append(r)
-                if r.ok and r.summary:
-                    patches += int(r.summary["kept"])
-                bar.set_postfix(patches=patches, failed=len(result.failures))
-                bar.update()
-                log.info("%s", _result_line(r))
-                if not r.ok and fail_fast:
-                    for f in futures:
-                        f.cancel()
-                    break
+            pending = set(futures)
+            while pending and stop is None:
+                try:
+                    done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                for fut in sorted(done, key=lambda f: futures[f]):
+                    r = _outcome(fut, futures[fut])
+                    finished.add(r.product)
+                    result.results.append(r)
+                    if r.ok and r.summary:
+                        patches += int(r.summary["kept"])
+                    bar.update()
+                    log.info("%s", _result_line(r))
+                    if not r.ok and fail_fast:
+                        stop = ("cancelled", "not processed: the run stopped at the first "
+                                "failure (--fail-fast)")  # fmt: skip
+                jobs = None
+                if watch is not None:
+                    try:
+                        jobs = watch.poll()
+                    except ClusterError as exc:
+                        log.error("%s", exc)
+                        stop = ("cluster", f"not processed: {exc}")
+                bar.set_postfix(patches=patches, failed=len(result.failures),
+                                **({"jobs": jobs} if jobs else {}))  # fmt: skip
+            if stop is not None:
+                for f in futures:
+                    f.cancel()
         result.results += [
-            TaskResult(product=name, ok=False, stage="cancelled",
-                       error="not processed: the run stopped at the first failure (--fail-fast)")
+            TaskResult(product=name, ok=False, stage=stop[0], error=stop[1])
             for name in sorted(set(futures.values()) - finished)
+            if stop is not None
         ]  # fmt: skip
     result.results.sort(key=lambda r: r.product)
     result.seconds = time.perf_counter() - t0

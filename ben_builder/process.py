@@ -207,6 +207,8 @@ def process_product(
         if recorded.get("fingerprint") == fingerprint and not options.force:
             done = ProductSummary(**recorded)
             done.skipped = True
+            with suppress(OSError, ValueError):
+                done.seconds = json.loads(_timings_path(out_root, stem).read_text())
             log.info("skip %s: already in the archive, made from the same inputs", stem)
             return done
         why = "--force" if options.force else "its inputs changed since it was made"
@@ -259,10 +261,23 @@ def process_product(
         log.info("%s: %s", product.name.name, w)
     s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
     part.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_json(summary_file, asdict(s))  # the summary first: the part marks completion
+    # content files hold no run facts (timings): two runs of the same inputs give the same bytes
+    record = {k: v for k, v in asdict(s).items() if k not in ("seconds", "skipped")}
+    timings = _timings_path(out_root, stem)
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_json(timings, s.seconds)
+    archive.write_json(summary_file, record)  # the summary first: the part marks completion
     archive.write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
     log.info(s.line())
     return s
+
+
+TIMINGS_DIR = Path("report") / "timings"
+
+
+def _timings_path(out_root: Path, stem: str) -> Path:
+    """Where a product's stage timings are kept: in the report, not among the archive's files."""
+    return out_root / TIMINGS_DIR / f"{stem}.json"
 
 
 def _verified(path: Path, record: Path) -> dict[str, Any]:
@@ -279,7 +294,7 @@ def _verified(path: Path, record: Path) -> dict[str, Any]:
             done = json.loads(record.read_text())
             if done.get("fingerprint") == fingerprint:
                 log.info("%s: verified before, unchanged since", path.name)
-                return dict(done["verification"], reused=True)
+                return dict(done["verification"])
     result = verify_product(path).as_dict()
     record.parent.mkdir(parents=True, exist_ok=True)
     archive.write_json(record, {"fingerprint": fingerprint, "verification": result})

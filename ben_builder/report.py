@@ -120,7 +120,7 @@ def _verified(v: dict[str, Any] | None) -> str:
         return f"no manifest; {v.get('crc_checked', 0)} zip CRCs"
     algos = "/".join(v.get("algorithms", []))
     done = f"{v.get('files_checked', 0)} files {algos} ok"
-    return done + (" (recorded)" if v.get("reused") else "")
+    return done
 
 
 def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path:

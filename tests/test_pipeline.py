@@ -23,15 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
-    skip = {archive.PARTS_DIR, "report"}
+    """Every file of an archive but the run report (timings and run facts live only there)."""
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not skip & set(p.relative_to(root).parts)
-    } | {
-        # the parts' parquet files are archive content too (the JSON beside them holds timings)
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((root / archive.PARTS_DIR).glob("*.parquet"))
+        if p.is_file() and "report" not in p.relative_to(root).parts
     }
 
 
