@@ -435,7 +435,7 @@ def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = N
     from dask_jobqueue import SLURMCluster
 
     s = settings.slurm
-    lifetime = max(s.walltime_s() - s.lifetime_margin_s, 60)
+    lifetime = max(s.walltime_s() - s.lifetime_margin_s, 1)
     stagger = min(300, max(lifetime // 10, 1))
     logs = s.log_directory or (str(log_directory) if log_directory is not None else None)
     return SLURMCluster(

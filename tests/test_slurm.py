@@ -125,3 +125,18 @@ def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synth
     assert (out / "report" / "report.md").exists()
     done = [r for r in res.results if r.ok]
     assert len(pd.read_parquet(out / archive.METADATA)) >= 0 and len(done) >= 1
+
+
+def test_workers_retire_before_the_walltime_and_the_run_goes_on(tmp_path, products, synthetic,
+                                                                local):  # fmt: skip
+    """Jobs of one minute whose workers retire after four seconds: the run spans several jobs."""
+    cfg = _config(tmp_path, products, synthetic.clc, "w",
+                  _slurm("ben-test-wall", jobs=1, walltime="00:01:00", lifetime_margin_s=56,
+                         max_lost_jobs=0))  # fmt: skip
+    res = run(cfg, progress=False)
+    assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
+    assert _digest_tree(tmp_path / "w") == local
+    logs = sorted((tmp_path / "w" / "report" / "workers").glob("*.err"))
+    assert len(logs) >= 2  # a replacement job took over from the retired one
+    assert any("lifetime" in p.read_text().lower() or "retir" in p.read_text().lower()
+               for p in logs)  # fmt: skip
