@@ -161,6 +161,10 @@ def _process_locally(
     from ben_builder.safe import select_products
 
     chosen, dropped = select_products(products, duplicates)
+    if options.layout in ("v1", "both"):
+        from ben_builder.preflight import check_v1_names
+
+        check_v1_names(list(chosen))
     for d in dropped:
         click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
     failures: list[tuple[Path, str]] = []

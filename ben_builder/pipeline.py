@@ -547,7 +547,7 @@ def plan_run(config: RunConfig) -> tuple[Any, list[Duplicate], list[TaskResult]]
         return plan, [], []
     products, missing, clc = discover_products(config)
     products, duplicates = select_products(products, config.duplicates)
-    return preflight(products, clc, config.output), duplicates, missing
+    return preflight(products, clc, config.output, config.layout), duplicates, missing
 
 
 def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
@@ -565,7 +565,7 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
     from ben_builder.preflight import preflight
 
-    plan = preflight(products, clc, out)  # before any work: inputs, output, disk space
+    plan = preflight(products, clc, out, config.layout)  # before any work: inputs, output, disk
     options = Options(
         clc_path=clc, layout=config.layout, verify=config.verify, force=force,
         v1_names="bigearthnet" if config.reproduce == "bigearthnet-v2" else "formula",

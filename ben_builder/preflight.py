@@ -89,13 +89,41 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
-def preflight(products: list[Path], clc: Path | None, out: Path) -> Plan:
+def check_v1_names(products: list[Path]) -> None:
+    """Refuse products whose v1-layout folders would collide.
+
+    A v1 name (``<mission>_MSIL2A_<sensing>_<x>_<y>``) carries no processing level: the L1C and
+    the L2A product of one acquisition would write into the same folders, the one overwriting the
+    other's bands under a JSON that names either.
+
+    Raises:
+        PreflightError: two products of one acquisition (mission, sensing time, orbit, tile).
+    """
+    from ben_builder.bigearthnet import acquisition
+
+    seen: dict[str, str] = {}
+    for p in products:
+        try:
+            acq = acquisition(p.name)
+        except BenBuilderError:
+            continue
+        if acq in seen:
+            raise PreflightError(
+                f"{seen[acq]} and {p.name} would get the same v1 names (the v1 layout does not "
+                "name the processing level): build the v1 layout from one level, or use the v2 "
+                "layout"
+            )
+        seen[acq] = p.name
+
+
+def preflight(products: list[Path], clc: Path | None, out: Path, layout: str = "v2") -> Plan:
     """Check a run's inputs and output before any work.
 
     Args:
         products: The products the run would process.
         clc: The CLC file (None: unlabelled patches).
         out: The archive folder.
+        layout: ``v2``, ``v1`` or ``both`` (v1 names must not collide).
 
     Returns:
         The plan. Products whose metadata cannot be read are listed in ``unreadable`` (the run
@@ -106,6 +134,8 @@ def preflight(products: list[Path], clc: Path | None, out: Path) -> Plan:
             tiles, or the disk cannot hold even one tile's patches.
     """
     check_writable(out)
+    if layout in ("v1", "both"):
+        check_v1_names(products)
     plan = Plan()
     band_spec, clc_spec = specs.bands(), specs.clc()
     if clc is not None:

@@ -145,3 +145,14 @@ def test_clear_errors_for_bad_size_and_unreachable_scheduler(tmp_path, one_produ
     assert r.returncode == 2, r.stderr
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr and time.monotonic() - t0 < 120
+
+
+def test_v1_layout_refuses_colliding_v1_names(tmp_path, synthetic):
+    """The L1C and the L2A of one acquisition would write the same v1 folders."""
+    l2a = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"))
+    l1c = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L1C", baseline="02.05"))
+    r = _cli("patch", str(l2a), str(l1c), "--out", str(tmp_path / "v1"), "--layout", "v1")
+    assert r.returncode == 2 and "would get the same v1 names" in r.stderr
+    assert not (tmp_path / "v1" / archive.V1_DIR).exists()
+    r = _cli("patch", str(l2a), str(l1c), "--out", str(tmp_path / "v2"), "--layout", "v2")
+    assert r.returncode == 0, r.stderr
