@@ -1,13 +1,11 @@
 """Cutting products into patches: names, geometry and pixels against the generator's arrays."""
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,16 +16,9 @@ from ben_builder import archive, specs
 from ben_builder.grid import PatchGrid
 from ben_builder.process import Options, process_product
 from ben_builder.synth.scene import render_band
+from tests.helpers import digest_tree
 
 BANDS = specs.bands().bands
-
-
-def _digest_tree(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and archive.PARTS_DIR not in p.parts:
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.mark.parametrize(
@@ -88,7 +79,7 @@ def test_rerun_skips_and_is_byte_identical(synthetic, tmp_path):
     again = process_product(synthetic.path_of(recipe), a)
     assert again.skipped
     process_product(synthetic.path_of(recipe), b)
-    assert _digest_tree(a) == _digest_tree(b)
+    assert digest_tree(a) == digest_tree(b)
 
     # an interrupted run: completion record gone, some files missing, a stale partial file
     os.remove(archive.part_path(a, recipe.stem))
@@ -101,7 +92,7 @@ def test_rerun_skips_and_is_byte_identical(synthetic, tmp_path):
     # an unfinished product is redone whole: nothing of the interrupted run is trusted
     assert not resumed.skipped and resumed.files_written == again.files_written == len(files)
     assert not stale.exists()
-    assert _digest_tree(a) == _digest_tree(b)
+    assert digest_tree(a) == digest_tree(b)
 
 
 def _stop_mid_write(cmd, out, stem, attempts=8):
@@ -137,7 +128,7 @@ def test_sigkill_mid_write_then_rerun_gives_identical_archive(synthetic, tmp_pat
     proc.wait()
     assert not archive.part_path(killed, recipe.stem).exists()
     subprocess.run(cmd, check=True, capture_output=True)
-    assert _digest_tree(killed / archive.S2_DIR) == _digest_tree(ref / archive.S2_DIR)
+    assert digest_tree(killed / archive.S2_DIR) == digest_tree(ref / archive.S2_DIR)
     assert not list(killed.rglob("*" + archive.PARTIAL))
 
 

@@ -1,6 +1,5 @@
 """The whole chain on Dask: determinism, failures as data, resumability, configs, SLURM script."""
 
-import hashlib
 import shutil
 import signal
 import subprocess
@@ -18,17 +17,9 @@ from ben_builder import archive
 from ben_builder.config import load_config
 from ben_builder.errors import SpecError
 from ben_builder.pipeline import run
+from tests.helpers import digest_tree
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _digest_tree(root: Path) -> dict[str, str]:
-    """Every file of an archive but the run report (timings and run facts live only there)."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "report" not in p.relative_to(root).parts
-    }
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, syn
     two = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "two", n_workers=2)),
               progress=False)  # fmt: skip
     assert not one.failures and not two.failures
-    assert _digest_tree(tmp_path / "one") == _digest_tree(tmp_path / "two")
+    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "two")
     meta = pd.read_parquet(tmp_path / "two" / archive.METADATA)
     assert list(meta.columns) == list(archive.METADATA_COLUMNS)
     assert set(meta.split) == {"train", "validation", "test"}
@@ -87,7 +78,7 @@ def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, syn
     assert all(r.summary and r.summary["skipped"] for r in again.results)
     assert [r.sha256 for r in again.results] == [r.sha256 for r in two.results]
     assert all(r.sha256 and len(r.sha256) == 64 for r in two.results)
-    assert _digest_tree(tmp_path / "one") == _digest_tree(tmp_path / "two")
+    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "two")
 
 
 def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, synthetic):
@@ -147,7 +138,7 @@ def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir,
     workers[-1].send_signal(signal.SIGKILL)
     proc.wait(timeout=300)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
-    assert _digest_tree(out) == _digest_tree(tmp_path / "ref")
+    assert digest_tree(out) == digest_tree(tmp_path / "ref")
 
     # 2. SIGKILL the whole run mid-way, then run again
     shutil.rmtree(out)
@@ -163,7 +154,7 @@ def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir,
         or len(list((out / archive.PARTS_DIR).glob("*.parquet"))) < 3
     )
     subprocess.run(cmd, check=True, capture_output=True)
-    assert _digest_tree(out) == _digest_tree(tmp_path / "ref")
+    assert digest_tree(out) == digest_tree(tmp_path / "ref")
 
 
 def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
@@ -276,7 +267,7 @@ def _fresh(tmp_path, products, clc, name):
     """A clean build of the current inputs, for comparison."""
     res = run(load_config(_config(tmp_path, products, clc, name)), progress=False)
     assert not res.failures
-    return _digest_tree(tmp_path / name)
+    return digest_tree(tmp_path / name)
 
 
 def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, monkeypatch):
@@ -311,7 +302,7 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, mo
     assert redone(res) == [target.name]
     assert next(r.sha256 for r in res.results if r.product == target.name) != next(
         r.sha256 for r in first.results if r.product == target.name)  # fmt: skip
-    assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh1")
+    assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh1")
 
     # 2. the CLC edited: 10 polygons 211 -> 311 (every product is redone)
     frame = gpd.read_file(clc, layer="U2018_CLC2018_V2020_20u1")
@@ -320,17 +311,17 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, mo
     frame.to_file(clc, layer="U2018_CLC2018_V2020_20u1", driver="GPKG")
     res = run(load_config(cfg), progress=False)
     assert len(redone(res)) == 3
-    assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh2")
+    assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh2")
 
     # 3. a part deleted to force one product's redo; 4. --force redoes all, same bytes
     part = next((out / archive.PARTS_DIR).glob("*.parquet"))
     part.unlink()
     res = run(load_config(cfg), progress=False)
     assert len(redone(res)) == 1
-    assert _digest_tree(out) == _digest_tree(tmp_path / "fresh2")
+    assert digest_tree(out) == digest_tree(tmp_path / "fresh2")
     res = run(load_config(cfg), progress=False, force=True)
     assert len(redone(res)) == 3
-    assert _digest_tree(out) == _digest_tree(tmp_path / "fresh2")
+    assert digest_tree(out) == digest_tree(tmp_path / "fresh2")
 
     # 5. a spec changed: flag cloud/shadow only above half a patch
     from ben_builder import specs
@@ -347,7 +338,7 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, mo
         res = run(load_config(cfg), progress=False)
         assert len(redone(res)) == 3
         assert len(pd.read_parquet(out / archive.FLAGGED)) < flagged_before
-        assert _digest_tree(out) == _fresh(tmp_path, products, clc, "fresh3")
+        assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh3")
     finally:
         monkeypatch.delenv("BEN_BUILDER_SPECS")
         specs.screening.cache_clear()
@@ -403,7 +394,7 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
     clean = tmp_path / "clean"
     process_product(product, clean, Options(clc_path=synthetic.clc))
     archive.finalize(clean)
-    assert _digest_tree(out) == _digest_tree(clean)
+    assert digest_tree(out) == digest_tree(clean)
     # what the full disk left under final names was whole: the same bytes as a clean build's
     assert all((clean / rel).read_bytes() == data for rel, data in left.items())
 

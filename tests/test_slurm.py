@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +14,7 @@ import yaml
 from ben_builder import archive
 from ben_builder.config import load_config
 from ben_builder.pipeline import run
+from tests.helpers import digest_tree
 
 
 def _slurm_up() -> bool:
@@ -28,15 +27,6 @@ def _slurm_up() -> bool:
 pytestmark = pytest.mark.skipif(
     not _slurm_up(), reason="no SLURM node here: `sudo .ci/slurm up` starts a single-node SLURM"
 )
-
-
-def _digest_tree(root: Path) -> dict[str, str]:
-    skip = {archive.PARTS_DIR, "report"}
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not skip & set(p.relative_to(root).parts)
-    }
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +60,14 @@ def local(products, synthetic, tmp_path_factory):
     res = run(_config(tmp, products, synthetic.clc, "local", {"kind": "local", "n_workers": 1}),
               progress=False)  # fmt: skip
     assert not res.failures
-    return _digest_tree(tmp / "local")
+    return digest_tree(tmp / "local")
 
 
 def test_chain_on_slurm_equals_local(tmp_path, products, synthetic, local):
     res = run(_config(tmp_path, products, synthetic.clc, "s", _slurm("ben-test-eq", jobs=2)),
               progress=False)  # fmt: skip
     assert not res.failures
-    assert _digest_tree(tmp_path / "s") == local
+    assert digest_tree(tmp_path / "s") == local
     logs = list((tmp_path / "s" / "report" / "workers").glob("*.err"))  # workers log to stderr
     assert logs and any("distributed.worker" in p.read_text() for p in logs)  # at info level
 
@@ -105,7 +95,7 @@ def test_cancelled_jobs_are_replaced_and_the_run_finishes(tmp_path, products, sy
     cancel.join()
     assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
     assert "lost (CANCELLED)" in caplog.text and "RUNNING" in caplog.text
-    assert _digest_tree(out) == local
+    assert digest_tree(out) == local
 
 
 def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synthetic):
@@ -135,7 +125,7 @@ def test_workers_retire_before_the_walltime_and_the_run_goes_on(tmp_path, produc
                          max_lost_jobs=0))  # fmt: skip
     res = run(cfg, progress=False)
     assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
-    assert _digest_tree(tmp_path / "w") == local
+    assert digest_tree(tmp_path / "w") == local
     logs = sorted((tmp_path / "w" / "report" / "workers").glob("*.err"))
     assert len(logs) >= 2  # a replacement job took over from the retired one
     assert any("lifetime" in p.read_text().lower() or "retir" in p.read_text().lower()
