@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -113,8 +112,9 @@ def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synth
     assert stages == {"cluster"}, [(r.product, r.stage, r.error) for r in res.failures]
     assert "max_lost_jobs = 0" in res.failures[0].error
     assert (out / "report" / "report.md").exists()
-    done = [r for r in res.results if r.ok]
-    assert len(pd.read_parquet(out / archive.METADATA)) >= 0 and len(done) >= 1
+    # every product is accounted for: done, or recorded as stopped by the lost jobs
+    assert len(res.results) == len(list(products.iterdir()))
+    assert (out / archive.METADATA).exists()
 
 
 def test_workers_retire_before_the_walltime_and_the_run_goes_on(tmp_path, products, synthetic,
