@@ -32,8 +32,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pandas as pd
-import rasterio
-from rasterio.errors import RasterioIOError
+import tifffile
 from safetensors.numpy import save
 
 from ben_builder import archive, specs
@@ -61,19 +60,26 @@ class EncodeSummary:
 
 
 def _read(path: Path, dtype: type) -> np.ndarray:
+    """One single-band GeoTIFF's pixels, read with tifffile (about 3x faster than a GDAL open).
+
+    Raises:
+        ProductNotFoundError: the file is missing.
+        ProductFormatError: not a readable TIFF, several bands, or another data type.
+    """
     try:
-        with rasterio.open(path) as ds:
-            data = ds.read(1)
-    except RasterioIOError as exc:
-        if not path.exists():
-            raise ProductNotFoundError(
-                f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
-                "its files)"
-            ) from exc
+        data = tifffile.imread(path)
+    except FileNotFoundError as exc:
+        raise ProductNotFoundError(
+            f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
+            "its files)"
+        ) from exc
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
         raise ProductFormatError(f"{path}: not a readable GeoTIFF ({exc})") from exc
+    if data.ndim != 2:
+        raise ProductFormatError(f"{path}: {data.shape} pixels, expected one band")
     if data.dtype != dtype:
         raise ProductFormatError(f"{path}: {data.dtype} pixels, expected {np.dtype(dtype)}")
-    return np.asarray(data)
+    return np.ascontiguousarray(data)
 
 
 def product_of(patch_name: str) -> str:
