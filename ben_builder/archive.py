@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,6 @@ def output_lock(root: Path, what: str = "build") -> Iterator[None]:
     """
     import fcntl
     import socket
-    from datetime import datetime
 
     path = root / LOCK_FILE
     try:
@@ -119,10 +118,10 @@ def remove_product(root: Path, product_stem: str) -> int:
                         .to_pylist() if n]  # fmt: skip
         part.unlink()
         count += 1
-    for f in (part.with_suffix(".json"),):
-        if f.exists():
-            f.unlink()
-            count += 1
+    summary = part.with_suffix(".json")
+    if summary.exists():
+        summary.unlink()
+        count += 1
     folders = [root / S2_DIR / product_stem, root / REFMAP_DIR / product_stem]
     folders += [root / V1_DIR / n for n in v1_names]
     for folder in folders:

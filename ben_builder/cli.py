@@ -117,14 +117,12 @@ def setup_logging(verbose: int, terminal: bool) -> None:
 def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> None:
     """Write synthetic products (SAFE, JP2), a CLC GeoPackage and the ground truth."""
     from ben_builder.synth.products import demo_recipes
-    from ben_builder.synth.writer import write_dataset
+    from ben_builder.synth.writer import check_size_px, write_dataset
 
-    if size_px <= 0 or size_px % 6:
-        raise click.BadParameter(
-            f"{size_px} is not a positive multiple of 6 (10, 20 and 60 m grids must align; "
-            "e.g. 2460 or 10980)",
-            param_hint="--size-px",
-        )
+    try:
+        check_size_px(size_px)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size-px") from exc
 
     @_friendly
     def run() -> None:

@@ -75,15 +75,15 @@ def _schema(path: Path) -> dict[str, str]:
     return {f.name: str(f.type) for f in pq.read_schema(path)}
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and bool(np.isnan(v)))
+
+
 def _same(a: Any, b: Any) -> bool:
+    if _missing(a) or _missing(b):
+        return _missing(a) and _missing(b)
     if isinstance(a, (list, tuple, np.ndarray)) or isinstance(b, (list, tuple, np.ndarray)):
-        if a is None or b is None:
-            return a is None and b is None
         return [str(v) for v in a] == [str(v) for v in b]
-    if a is None or b is None or (isinstance(a, float) and np.isnan(a)):
-        return (a is None or (isinstance(a, float) and np.isnan(a))) and (
-            b is None or (isinstance(b, float) and np.isnan(b))
-        )
     return bool(a == b)
 
 

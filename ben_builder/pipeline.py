@@ -12,7 +12,6 @@ import csv
 import hashlib
 import logging
 import os
-import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from ben_builder.errors import (
     UnsupportedProductError,
 )
 from ben_builder.process import Options, process_product, stage_of
-from ben_builder.safe import Duplicate, ProductName, select_products
+from ben_builder.safe import Duplicate, ProductName, bare_name, select_products
 from ben_builder.verify import product_files
 
 log = logging.getLogger(__name__)
@@ -270,7 +269,7 @@ def _list_key(name: str, match: str) -> str | None:
             return bigearthnet.acquisition(name)
         except SpecError:
             return None
-    bare = re.sub(r"(\.SAFE)?(\.zip)?$", "", name)
+    bare = bare_name(name)
     if match == "stem" and bare.count("_") > 5:
         return bare.rsplit("_", 1)[0]
     return bare
@@ -379,23 +378,18 @@ def dask_client(settings: ClusterSettings, log_directory: Path | None = None) ->
         log_directory: Where SLURM jobs write their output (unless the settings name a folder).
     """
     import dask
-    from dask.distributed import Client, LocalCluster
 
     # one task at a time per single-threaded worker (a tile's memory at a time, and a worker lost
     # to one product takes no queued product down with it)
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           "distributed.scheduler.worker-saturation": 1.0}):  # fmt: skip
-        with _client(settings, Client, LocalCluster, log_directory) as client:
+        with _client(settings, log_directory) as client:
             yield client
 
 
 @contextmanager
-def _client(
-    settings: ClusterSettings,
-    Client: Any,  # noqa: N803
-    LocalCluster: Any,  # noqa: N803
-    log_directory: Path | None,
-) -> Iterator[Any]:
+def _client(settings: ClusterSettings, log_directory: Path | None) -> Iterator[Any]:
+    from dask.distributed import Client, LocalCluster
 
     if settings.kind == "address":
         try:
@@ -634,7 +628,6 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
             if stop is not None
         ]  # fmt: skip
     result.results.sort(key=lambda r: r.product)
-    result.seconds = time.perf_counter() - t0
     try:
         result.counts = archive.finalize(out, adjust=adjust)
     finally:  # the report is written also when finalisation fails (e.g. a full disk)

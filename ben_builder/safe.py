@@ -58,6 +58,11 @@ SCL_RESOLUTION_M = 20
 IMAGE_FORMATS = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}  # Granule/@imageFormat -> file extension
 
 
+def bare_name(name: str) -> str:
+    """A product's name without ``.SAFE`` / ``.zip`` (or ``.SAFE.zip``)."""
+    return re.sub(r"(\.SAFE)?(\.zip)?$", "", name)
+
+
 @dataclass(frozen=True)
 class ProductName:
     """The fields of a Sentinel-2 compact product name (``S2A_MSIL2A_..._T33UUP_<gen>``)."""
@@ -83,7 +88,7 @@ class ProductName:
         Raises:
             UnsupportedProductError: not a compact-format Sentinel-2 L1C/L2A name.
         """
-        bare = re.sub(r"(\.SAFE)?(\.zip)?$", "", name)
+        bare = bare_name(name)
         m = PRODUCT_NAME_RE.match(bare)
         if not m:
             raise UnsupportedProductError(

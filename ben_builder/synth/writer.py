@@ -288,10 +288,18 @@ def cloud_gml(mask: np.ndarray, tile: TileGeometry) -> str:
     )
 
 
+def check_size_px(size_px: int) -> None:
+    """Raise ValueError unless ``size_px`` can be a synthetic tile's side in 10 m pixels."""
+    if size_px <= 0 or size_px % 6:
+        raise ValueError(
+            f"size_px {size_px} is not a positive multiple of 6 (10, 20 and 60 m grids must "
+            "align; e.g. 2460 or 10980)"
+        )
+
+
 def scene_for(tile_id: str, size_px: int, seed: int) -> Scene:
     """The scene of a known tile, ``size_px`` pixels (10 m) square."""
-    if size_px <= 0 or size_px % 6:
-        raise ValueError(f"size_px must be a positive multiple of 6, got {size_px}")
+    check_size_px(size_px)
     t = specs.tiles().get(tile_id)
     geom = TileGeometry(epsg=t.epsg, ulx_m=t.ulx_m, uly_m=t.uly_m, size_m=size_px * 10.0)
     return make_scene(tile_id, geom, seed)
