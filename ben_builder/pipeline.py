@@ -204,16 +204,16 @@ def make_l2a(
         return sorted(l2a), []
     if any(find_l2a(p, settings.output_dir) is None for p in l1c):
         log.info("sen2cor %s", check_version(settings))  # before any work: missing or wrong version
-    futures = [
-        client.submit(sen2cor_task, str(p), settings, key=f"sen2cor-{p.name}", pure=False)
+    futures = {
+        client.submit(sen2cor_task, str(p), settings, key=f"sen2cor-{p.name}", pure=False): p.name
         for p in l1c
-    ]
+    }
     made, failed = list(l2a), []
     disable = None if progress else True
     bar = tqdm(total=len(futures), unit="product", desc="sen2cor", disable=disable)
     with bar:
-        for fut in as_completed(futures):
-            r: TaskResult = fut.result()
+        for fut in as_completed(list(futures)):
+            r = _outcome(fut, futures[fut])  # a worker lost to sen2cor fails that product only
             if r.ok and r.summary:
                 made.append(Path(r.summary["l2a"]))
             else:
