@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 S2_DIR = "BigEarthNet-S2"
 V1_DIR = "BigEarthNet-v1.0"
+S1_DIR = "BigEarthNet-S1"  # empty in an S2-only archive; loaders of the official layout expect it
+# v1 split files as the official v1 models repository and torchgeo name them: "<s2>,<s1>" lines
+V1_SPLIT_FILES = {"train": "bigearthnet-train.csv", "validation": "bigearthnet-val.csv",
+                  "test": "bigearthnet-test.csv"}  # fmt: skip
 REFMAP_DIR = "Reference_Maps"
 PARTS_DIR = "_parts"
 METADATA = "metadata.parquet"
@@ -296,15 +300,23 @@ def read_parts(root: Path) -> pd.DataFrame:
 
 
 def finalize(
-    root: Path, adjust: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    root: Path,
+    adjust: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    layout: str = "v2",
 ) -> dict[str, int]:
     """Combine the per-product parts into ``metadata.parquet`` and the flagged-patches parquet.
 
     Rows are sorted by ``patch_id`` so the output does not depend on the order products finished.
+    The folders and files the official releases have beside the patches are written too, so
+    loaders of the official layout (torchgeo's ``BigEarthNetV2`` and ``BigEarthNet``) read the
+    archive as it is: an (empty) ``BigEarthNet-S1/`` for v2, and the v1 split files
+    ``bigearthnet-{train,val,test}.csv`` for v1 (``<s2v1_name>,<s1_name>`` per line, patches of
+    ``metadata.parquet`` only, as v1's lists left the cloudy and snowy patches out).
 
     Args:
         root: Archive root.
         adjust: Optional function applied to the combined frame (flags from lists, countries).
+        layout: ``v2``, ``v1`` or ``both`` (which side files to write).
 
     Returns:
         Row counts: ``{"metadata": n, "flagged": m}``.
@@ -319,4 +331,13 @@ def finalize(
     cols = list(METADATA_COLUMNS)
     for name, rows in ((METADATA, ~flagged_mask), (FLAGGED, flagged_mask)):
         write_parquet(root / name, frame.loc[rows, cols].reset_index(drop=True), METADATA_SCHEMA)
+    if layout in ("v2", "both"):
+        (root / S1_DIR).mkdir(exist_ok=True)
+    if layout in ("v1", "both"):
+        kept = frame.loc[~flagged_mask & frame["s2v1_name"].notna()]
+        for split, name in V1_SPLIT_FILES.items():
+            rows = kept[kept["split"] == split].sort_values("s2v1_name")
+            pairs = zip(rows["s2v1_name"], rows["s1_name"], strict=True)
+            lines = [f"{v1},{s1 if isinstance(s1, str) else ''}\n" for v1, s1 in pairs]
+            write_bytes(root / name, "".join(lines).encode())
     return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}

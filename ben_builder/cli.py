@@ -181,7 +181,7 @@ def _process_locally(
                     tqdm.write(s.line() + (" (already done)" if s.skipped else ""))
                     warnings += [f"{path.name}: {w}" for w in s.warnings]
             bar.update()
-    counts = archive.finalize(out)
+    counts = archive.finalize(out, layout=options.layout)
     click.echo(f"metadata: {counts['metadata']} patches, flagged: {counts['flagged']} -> {out}")
     for w in warnings:
         click.echo(f"WARNING {w}", err=True)

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 DB = "BigEarthNet.lmdb"
 LABELS43 = "labels43.parquet"
-S1_DIR = "BigEarthNet-S1"
 S1_BANDS = ("VH", "VV")
 REFMAP_SUFFIX = "_reference_map"
 COMMIT_EVERY = 500

@@ -629,7 +629,7 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         ]  # fmt: skip
     result.results.sort(key=lambda r: r.product)
     try:
-        result.counts = archive.finalize(out, adjust=adjust)
+        result.counts = archive.finalize(out, adjust=adjust, layout=config.layout)
     finally:  # the report is written also when finalisation fails (e.g. a full disk)
         result.seconds = time.perf_counter() - t0
         result.report = write_report(config, result, clc)
