@@ -3,17 +3,32 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# configilm 0.7.1 pins numpy<2 and pyarrow<13: it gets a small environment of its own, which
+# takes torch, torchvision and lightning from $(VENV) through a .pth line (tests/test_loaders.py)
+CONFIGILM_VENV ?= .venv-configilm
+CONFIGILM_STAMP := $(CONFIGILM_VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
+.PHONY: venv configilm-env demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,compat]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## configilm-env: configilm 0.7.1 in its own environment, for the loader compatibility test
+configilm-env: $(CONFIGILM_STAMP)
+
+$(CONFIGILM_STAMP): $(STAMP)
+	$(PYTHON) -m venv $(CONFIGILM_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$($(CONFIGILM_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/ben-builder-dev.pth"
+	$(CONFIGILM_VENV)/bin/python -m pip install --quiet 'configilm==0.7.1' 'lmdb>=1.4,<2' \
+		'pyarrow>=12.0.1,<13' 'pandas>=2.1,<2.3'
+	touch $(CONFIGILM_STAMP)
 
 ## demo: synthetic products (no network) -> labelled, screened, split archive + report in demo/
 demo: $(STAMP)
@@ -31,7 +46,7 @@ train: $(STAMP)
 	$(BIN)/ben-builder train pipelines/train-demo.yaml
 
 ## test: the whole test suite (what CI runs)
-test: $(STAMP)
+test: $(STAMP) $(CONFIGILM_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 ## slurm-up / slurm-down: a single-node SLURM for the tests that need one (root; .ci/slurm)
@@ -57,7 +72,7 @@ bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
 
 clean:
-	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO) $(CONFIGILM_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 bench-label: $(STAMP)
 	$(BIN)/python benchmarks/bench_label.py --out benchmarks/results/label.json

@@ -2,12 +2,16 @@
 
 torchgeo's ``BigEarthNetV2`` (v2 layout) and ``BigEarthNet`` (v1 layout and split files) are
 run on an archive built here, with no edits; every sample is checked against the archive's own
-files (pixels, labels, reference maps). configilm's check is in ``test_configilm.py``.
+files (pixels, labels, reference maps). configilm 0.7.1 pins numpy<2 and pyarrow<13, so it runs
+in its own small environment (``make configilm-env``: ``.venv-configilm``, which takes torch and
+lightning from the project's environment through a ``.pth`` line) on the folder ``encode`` wrote.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,11 +19,14 @@ import pytest
 import rasterio
 
 from ben_builder import archive, specs
+from ben_builder.encode import encode_archive
 from ben_builder.process import Options, process_product
 
 torchgeo_datasets = pytest.importorskip("torchgeo.datasets")
 
 TORCHGEO_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+REPO = Path(__file__).resolve().parents[1]
+CONFIGILM_PYTHON = REPO / ".venv-configilm" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +94,35 @@ def test_torchgeo_bigearthnet_v1_reads_the_v1_layout_and_split_files(both_layout
             np.testing.assert_array_equal(sample["label"].numpy(), want)
             seen += 1
     assert seen > 0
+
+
+def test_configilm_reads_the_encoded_folder_with_cloudy_and_snowy_patches(both_layouts, tmp_path):
+    if not CONFIGILM_PYTHON.exists():
+        pytest.skip("configilm's environment is missing: run `make configilm-env`")
+    root = both_layouts
+    encoded = tmp_path / "encoded"
+    encode_archive(root, encoded)
+    dump = tmp_path / "configilm.npz"
+    subprocess.run([str(CONFIGILM_PYTHON), str(REPO / "tests" / "compat" / "configilm_read.py"),
+                    str(encoded), str(dump)], check=True, capture_output=True)  # fmt: skip
+    got = np.load(dump)
+    meta = pd.read_parquet(root / archive.METADATA)
+    flagged = pd.read_parquet(root / archive.FLAGGED)
+    assert len(flagged) > 0
+    every = pd.concat([meta, flagged]).sort_values("patch_id").reset_index(drop=True)
+    assert list(got["names"]) == list(every["patch_id"])  # flagged patches load too
+    order = list(got["label_order"])
+    assert order == sorted(order)  # configilm's label order: alphabetical
+    for row, labels in zip(got["labels"], every["labels"], strict=True):
+        assert [order[i] for i in np.flatnonzero(row)] == sorted(labels)
+    channels = list(got["channel_order"])
+    for name, image in zip(got["image_names"], got["images"], strict=True):
+        folder = archive.patch_dir(root, name.rsplit("_", 2)[0], name)
+        for c, band in enumerate(channels):
+            px = _pixels(folder / f"{name}_{band}.tif").astype(np.float32)
+            if px.shape[0] == 60:  # configilm upsamples 20 m bands by nearest neighbour
+                px = px.repeat(2, axis=0).repeat(2, axis=1)
+            np.testing.assert_array_equal(image[c], px)
+    sizes = [int((meta["split"] == s).sum()) for s in ("train", "validation", "test")]
+    assert list(got["split_sizes"]) == sizes
+    assert list(got["batch_shape"]) == [8, len(channels), 120, 120]

@@ -1,0 +1,60 @@
+"""Read an encoded folder with configilm 0.7.1's BENv2 dataset and datamodule; dump what it read.
+
+Runs in configilm's own environment (``.venv-configilm``, made by ``make configilm-env``: its
+pins, numpy<2 and pyarrow<13, cannot share the project's environment). The test
+``tests/test_configilm.py`` runs this script and compares its output with the archive's files.
+
+Usage: ``configilm_read.py ENCODED OUT.npz``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from configilm.extra.BENv2_utils import NEW_LABELS
+from configilm.extra.DataModules.BENv2_DataModule import BENv2DataModule
+from configilm.extra.DataSets.BENv2_DataSet import BENv2DataSet
+
+EVERY = 9  # images kept for every EVERY-th patch (all labels are kept)
+
+
+def main(encoded: Path, out: Path) -> None:
+    """Load every patch (flagged ones included) and the datamodule's three splits."""
+    data_dirs = {
+        "images_lmdb": str(encoded / "BigEarthNet.lmdb"),
+        "metadata_parquet": str(encoded / "metadata.parquet"),
+        "metadata_snow_cloud_parquet": str(
+            encoded / "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+        ),
+    }
+    ds = BENv2DataSet(data_dirs, split=None, img_size=(10, 120, 120), include_cloudy=True,
+                      include_snowy=True, return_extras=True)  # fmt: skip
+    names, labels, kept_names, images = [], [], [], []
+    for i in range(len(ds)):
+        img, lbl, name = ds[i]
+        names.append(name)
+        labels.append(np.asarray(lbl))
+        if i % EVERY == 0:
+            kept_names.append(name)
+            images.append(np.asarray(img))
+    dm = BENv2DataModule(data_dirs, batch_size=8, img_size=(10, 120, 120),
+                         num_workers_dataloader=0)  # fmt: skip
+    dm.setup(None)
+    batch = next(iter(dm.train_dataloader()))
+    np.savez(
+        out,
+        names=np.array(names),
+        labels=np.stack(labels),
+        label_order=np.array(NEW_LABELS),
+        channel_order=np.array(ds.channel_order),
+        image_names=np.array(kept_names),
+        images=np.stack(images),
+        split_sizes=np.array([len(dm.train_ds), len(dm.val_ds), len(dm.test_ds)]),
+        batch_shape=np.array(batch[0].shape),
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
