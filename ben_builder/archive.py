@@ -336,8 +336,8 @@ def finalize(
     if layout in ("v1", "both"):
         kept = frame.loc[~flagged_mask & frame["s2v1_name"].notna()]
         for split, name in V1_SPLIT_FILES.items():
-            rows = kept[kept["split"] == split].sort_values("s2v1_name")
-            pairs = zip(rows["s2v1_name"], rows["s1_name"], strict=True)
+            chosen = kept[kept["split"] == split].sort_values("s2v1_name")
+            pairs = zip(chosen["s2v1_name"], chosen["s1_name"], strict=True)
             lines = [f"{v1},{s1 if isinstance(s1, str) else ''}\n" for v1, s1 in pairs]
             write_bytes(root / name, "".join(lines).encode())
     return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}

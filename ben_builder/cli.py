@@ -609,14 +609,40 @@ def train(config: Path) -> None:
 @click.option(
     "--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True
 )
-def evaluate(checkpoint: Path, split: str) -> None:
-    """Evaluate a checkpoint: results table, per-class table and training curve next to it."""
+@click.option(
+    "--encoded",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Encoded archive to evaluate on (default: the one the model was trained on).",
+)
+@click.option(
+    "--bands",
+    help="The model's input bands in order, comma-separated (needed for a model "
+    "trained elsewhere), e.g. B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12.",
+)
+@click.option(
+    "--class-order",
+    type=click.Choice(["official", "alphabetical"]),
+    help="Order of a foreign model's outputs (configilm-trained models: alphabetical).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tables (default: next to the checkpoint).")  # fmt: skip
+def evaluate(checkpoint: Path, split: str, encoded: Path | None, bands: str | None,
+             class_order: str | None, out: Path | None) -> None:  # fmt: skip
+    """Evaluate a checkpoint: results table, per-class table (and training curve) next to it.
+
+    CHECKPOINT is a best.pt/last.pt from `ben-builder train`, or a model trained elsewhere: a
+    torchvision ResNet-50 state dict (or a Lightning checkpoint of one) with --encoded, --bands
+    and, if its outputs are in alphabetical order, --class-order alphabetical.
+    """
     _need_torch()
     from ben_builder.train.engine import evaluate as run_eval
 
+    band_list = tuple(b.strip() for b in bands.split(",")) if bands else None
+
     @_friendly
     def go() -> None:
-        results = run_eval(checkpoint, split)
+        results = run_eval(checkpoint, split, out=out, encoded=encoded, bands=band_list,
+                           class_order=class_order)  # fmt: skip
         for k, v in results["model"].items():
             click.echo(
                 f"{k:28s} {v:.4f}  (baseline {results['baseline_train_frequencies'][k]:.4f})"

@@ -82,3 +82,7 @@ class OutputLockedError(BenBuilderError, BlockingIOError):
 
 class PreflightError(BenBuilderError, ValueError):
     """A check before the run failed: unusable inputs, unwritable output, no disk space."""
+
+
+class ModelError(BenBuilderError, ValueError):
+    """A checkpoint is unreadable, or does not match the bands or classes it is used with."""

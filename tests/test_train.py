@@ -12,15 +12,17 @@ from safetensors.numpy import load
 
 from ben_builder import archive, specs
 from ben_builder.encode import DB, LABELS43, encode_archive
-from ben_builder.errors import ProductNotFoundError
+from ben_builder.errors import ModelError, ProductNotFoundError
 from ben_builder.process import Options, process_product
 
 torch = pytest.importorskip("torch")
 
-from ben_builder.train.config import TrainConfig  # noqa: E402
-from ben_builder.train.data import EncodedPatches  # noqa: E402
+from ben_builder.train.config import ALL_BANDS, TrainConfig  # noqa: E402
+from ben_builder.train.data import EncodedPatches, class_names  # noqa: E402
 from ben_builder.train.engine import BEST, LAST, evaluate, train  # noqa: E402
-from ben_builder.train.models import MultiBranchCNN, ResNet50  # noqa: E402
+from ben_builder.train.models import MultiBranchCNN, resnet50  # noqa: E402
+
+torchvision = pytest.importorskip("torchvision")
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +138,13 @@ def test_models_shapes():
         60: torch.zeros(2, 2, 20, 20),
     }
     assert MultiBranchCNN({10: 4, 20: 6, 60: 2}, 19)(x).shape == (2, 19)
-    r = ResNet50(12, 19)
+    r = resnet50(12, 19)
     assert r(torch.zeros(2, 12, 120, 120)).shape == (2, 19)
     assert 23_000_000 < sum(p.numel() for p in r.parameters()) < 24_000_000
+    # the state dict is torchvision's own: it loads into a plain resnet50 with a 12-band stem
+    plain = torchvision.models.resnet50(num_classes=19)
+    plain.conv1 = torch.nn.Conv2d(12, 64, 7, 2, 3, bias=False)
+    plain.load_state_dict(r.state_dict())
 
 
 def test_cpu_training_loss_falls_and_evaluation_writes_every_metric(encoded, tmp_path):
@@ -166,3 +172,41 @@ def test_cpu_training_loss_falls_and_evaluation_writes_every_metric(encoded, tmp
     # resumable: a longer run continues from the last checkpoint
     longer = train(cfg.model_copy(update={"epochs": 3}))
     assert [h["epoch"] for h in longer["history"]] == [1, 2, 3]
+
+
+def test_band_and_class_order_are_recorded_and_a_foreign_model_evaluates(encoded, tmp_path):
+    """A ResNet-50 trained here, saved as a bare torchvision state dict with its stem in another
+    band order and its outputs in configilm's (alphabetical) order, evaluates to the same
+    figures once that order is declared; a wrong declaration gives other figures."""
+    _, out, _ = encoded
+    cfg = TrainConfig(name="r", encoded=out, output=tmp_path / "run", model="resnet50", epochs=1,
+                      batch_size=8, num_workers=0, max_steps_per_epoch=4, norm_samples=100_000,
+                      device="cpu")  # fmt: skip
+    train(cfg)
+    ckpt = torch.load(cfg.output / BEST, weights_only=False)
+    assert ckpt["bands"] == list(ALL_BANDS)  # ESA order
+    assert ckpt["classes"] == class_names(19)
+    ours = evaluate(cfg.output / BEST, split="validation", out=tmp_path / "ours")
+
+    order = ("B12", "B04", "B03", "B02", "B8A", "B11", "B01", "B05", "B06", "B07", "B08", "B09")
+    alpha = class_names(19, "alphabetical")
+    state = {k: v.clone() for k, v in ckpt["model"].items()}
+    state["conv1.weight"] = state["conv1.weight"][:, [ALL_BANDS.index(b) for b in order]]
+    rows = [class_names(19).index(c) for c in alpha]
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][rows], state["fc.bias"][rows]
+    foreign = tmp_path / "elsewhere" / "resnet50.pth"
+    foreign.parent.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, foreign)  # Lightning
+    theirs = evaluate(foreign, split="validation", out=tmp_path / "theirs", encoded=out,
+                      bands=order, class_order="alphabetical", norm_samples=100_000)  # fmt: skip
+    for k, v in ours["model"].items():
+        assert theirs["model"][k] == pytest.approx(v, abs=1e-6), k
+    table = json.loads((tmp_path / "theirs" / "results.json").read_text())["per_class"]
+    assert [r["class"] for r in table] == alpha
+    wrong = evaluate(foreign, split="validation", out=tmp_path / "wrong", encoded=out,
+                     bands=ALL_BANDS, class_order="alphabetical", norm_samples=100_000)  # fmt: skip
+    assert wrong["model"] != pytest.approx(ours["model"], abs=1e-6)
+    with pytest.raises(ModelError, match="--bands"):
+        evaluate(foreign, encoded=out)
+    with pytest.raises(ModelError, match="disagrees"):
+        evaluate(cfg.output / BEST, bands=order)

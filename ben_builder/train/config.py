@@ -23,7 +23,12 @@ class TrainConfig(BaseModel):
     output: Path
     model: Literal["multibranch", "resnet50"] = "multibranch"
     classes: Literal[19, 43] = 19
-    bands: tuple[str, ...] = ALL_BANDS
+    class_order: Literal["official", "alphabetical"] = Field(
+        "official", description="Order of the model's outputs (configilm: alphabetical)."
+    )
+    bands: tuple[str, ...] = Field(
+        ALL_BANDS, description="Input bands, in the order the model takes them (ESA order)."
+    )
     resample: Literal["bilinear", "bicubic"] = "bilinear"
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(64, gt=0)

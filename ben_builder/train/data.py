@@ -2,7 +2,9 @@
 
 Samples leave the loader at their native sizes (120/60/20 px), grouped by resolution as int32
 tensors; :class:`DeviceTransform` normalises (per-band mean/std of the train split) and resamples
-the 20 m and 60 m groups on the device, a batch at a time.
+the 20 m and 60 m groups on the device, a batch at a time. Models that take one stack get the
+bands in the order declared (ESA order, B01 ... B8A, B09, B11, B12, by default: the order of
+torchgeo and the official tools), and a checkpoint records that order and the class order.
 """
 
 from __future__ import annotations
@@ -27,12 +29,25 @@ from ben_builder.errors import ProductNotFoundError
 RES_GROUPS = (10, 20, 60)
 
 
-def class_names(classes: int) -> list[str]:
-    """Names of the 19 classes (official order) or the 43 v1 labels (CLC code order)."""
+CLASS_ORDERS = ("official", "alphabetical")
+
+
+def class_names(classes: int, order: str = "official") -> list[str]:
+    """Names of the 19 classes or the 43 v1 labels.
+
+    Args:
+        classes: 19 or 43.
+        order: ``official`` (the nomenclature's order; CLC code order for 43) or
+            ``alphabetical`` (configilm's order, and the order of the published label lists).
+    """
+    if order not in CLASS_ORDERS:
+        raise ValueError(f"class order {order!r}: use one of {', '.join(CLASS_ORDERS)}")
     if classes == 19:
-        return list(specs.nomenclature().names)
-    v1 = specs.clc().v1_names
-    return [v1[c] for c in sorted(v1)]
+        names = list(specs.nomenclature().names)
+    else:
+        v1 = specs.clc().v1_names
+        names = [v1[c] for c in sorted(v1)]
+    return sorted(names) if order == "alphabetical" else names
 
 
 def band_groups(bands: tuple[str, ...]) -> dict[int, list[str]]:
@@ -64,7 +79,7 @@ class EncodedPatches(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, encoded: Path, split: str | None, classes: int,
-                 bands: tuple[str, ...]) -> None:  # fmt: skip
+                 bands: tuple[str, ...], class_order: str = "official") -> None:  # fmt: skip
         self.path = Path(encoded) / DB
         meta = pd.read_parquet(Path(encoded) / archive.METADATA)
         if split is not None:
@@ -78,7 +93,7 @@ class EncodedPatches(Dataset[dict[str, Any]]):
             labels43 = pd.read_parquet(Path(encoded) / LABELS43)
             meta = meta.merge(labels43, on="patch_id", how="left", validate="one_to_one")
         self.keys = [k.encode() for k in meta["patch_id"]]
-        names = class_names(classes)
+        names = class_names(classes, class_order)
         column = "labels" if classes == 19 else "labels43"
         index = {n: i for i, n in enumerate(names)}
         self.targets = np.zeros((len(meta), len(names)), np.float32)
@@ -141,8 +156,12 @@ def band_stats(ds: EncodedPatches, samples: int, seed: int) -> BandStats:
 class DeviceTransform:
     """Normalise and (optionally) resample a batch on its device."""
 
-    def __init__(self, stats: BandStats, mode: str, device: torch.device) -> None:
+    def __init__(self, stats: BandStats, mode: str, device: torch.device,
+                 bands: tuple[str, ...]) -> None:  # fmt: skip
         self.mode = mode
+        grouped = [b for names in band_groups(bands).values() for b in names]
+        # from the loader's resolution groups to the declared band order
+        self.order = torch.tensor([grouped.index(b) for b in bands], device=device)
         self.mean = {
             r: torch.tensor(v, device=device).view(1, -1, 1, 1) for r, v in stats.mean.items()
         }
@@ -152,13 +171,14 @@ class DeviceTransform:
 
     def native(self, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Normalised float tensors per resolution, native sizes."""
-        return {r: (batch[f"x{r}"].float() - self.mean[r]) / self.std[r] for r in self.mean}
+        return {r: (batch[f"x{r}"].float() - self.mean[r]) / self.std[r]
+                for r in RES_GROUPS if r in self.mean}  # fmt: skip
 
     def stacked(self, batch: dict[str, torch.Tensor], size: int = 120) -> torch.Tensor:
-        """All bands resampled to ``size`` px and stacked (for single-input models)."""
+        """All bands resampled to ``size`` px, stacked in the declared band order."""
         parts = []
         for x in self.native(batch).values():
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode=self.mode, align_corners=False)
             parts.append(x)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1).index_select(1, self.order)

@@ -1,7 +1,10 @@
 """Training and evaluation loops.
 
 AdamW, BCE with logits, bf16 autocast on CUDA, checkpoints, early stopping on validation macro
-average precision, fixed seeds, resumable runs.
+average precision, fixed seeds, resumable runs. A checkpoint records the input band order
+(``bands``) and the output class order (``classes``); :func:`evaluate` also takes a model
+trained elsewhere (a torchvision ResNet-50 state dict, or a Lightning checkpoint of one) given
+its band order and class order.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ben_builder.errors import ModelError
 from ben_builder.train.config import TrainConfig
 from ben_builder.train.data import (
     BandStats,
@@ -30,7 +34,7 @@ from ben_builder.train.data import (
     class_names,
 )
 from ben_builder.train.metrics import all_metrics, per_class_table
-from ben_builder.train.models import MultiBranchCNN, ResNet50
+from ben_builder.train.models import MultiBranchCNN, resnet50
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def build_model(cfg: TrainConfig, channels: dict[int, int]) -> nn.Module:
     classes = len(class_names(cfg.classes))
     if cfg.model == "multibranch":
         return MultiBranchCNN(channels, classes)
-    return ResNet50(sum(channels.values()), classes)
+    return resnet50(sum(channels.values()), classes)
 
 
 def _forward(model: nn.Module, cfg: TrainConfig, tf: DeviceTransform,
@@ -109,8 +113,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
     device = pick_device(cfg.device)
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
-    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands)
-    val_ds = EncodedPatches(cfg.encoded, "validation", cfg.classes, cfg.bands)
+    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
+    val_ds = EncodedPatches(cfg.encoded, "validation", cfg.classes, cfg.bands, cfg.class_order)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{cfg.encoded}: the train and validation splits must not be empty")
     channels = {r: len(b) for r, b in train_ds.groups.items()}
@@ -128,7 +132,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
         log.info("resuming %s at epoch %d", out, state["epoch"])
     else:
         stats = band_stats(train_ds, cfg.norm_samples, cfg.seed)
-    tf = DeviceTransform(stats, cfg.resample, device)
+    tf = DeviceTransform(stats, cfg.resample, device, cfg.bands)
     val_loader = _loader(val_ds, cfg, False, cfg.seed)
     while state["epoch"] < cfg.epochs and state["since_best"] < cfg.patience:
         epoch = state["epoch"]
@@ -162,7 +166,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
             state["since_best"] += 1
         ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                 "stats": asdict(stats), "config": cfg.model_dump(mode="json"),
-                "channels": channels, "rng": torch.get_rng_state()}  # fmt: skip
+                "channels": channels, "rng": torch.get_rng_state(), "bands": list(cfg.bands),
+                "classes": class_names(cfg.classes, cfg.class_order)}  # fmt: skip
         if improved:
             _atomic_save(ckpt, out / BEST)
         _atomic_save(ckpt, out / LAST)
@@ -172,27 +177,112 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
     return state
 
 
-def evaluate(checkpoint: Path, split: str = "test", out: Path | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; write the results table, per-class table and curve."""
-    device = pick_device("auto")
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The ResNet-50 state dict in a foreign checkpoint (plain, or Lightning's, any key prefix)."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a state dict or a checkpoint holding one")
+    stem = [k for k in state if k.endswith("conv1.weight") and state[k].ndim == 4]
+    if not stem:
+        raise ModelError(
+            f"{path}: no ResNet stem (conv1.weight); a torchvision ResNet-50 state dict is expected"
+        )
+    prefix = min(stem, key=len)[: -len("conv1.weight")]
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _load_for_eval(
+    checkpoint: Path, device: torch.device, encoded: Path | None, bands: tuple[str, ...] | None,
+    class_order: str | None, norm_samples: int,
+) -> tuple[TrainConfig, nn.Module, BandStats, list[dict[str, float]]]:  # fmt: skip
+    """Configuration, model, band statistics and history of a checkpoint, ours or foreign."""
     ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
-    cfg = TrainConfig(**ckpt["config"])
+    if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt:  # written by train()
+        if "bands" not in ckpt:
+            raise ModelError(
+                f"{checkpoint}: written by an older ben_builder that stacked bands by resolution "
+                "and did not record their order; train it again"
+            )
+        cfg = TrainConfig(**ckpt["config"])
+        if bands is not None and tuple(bands) != tuple(ckpt["bands"]):
+            raise ModelError(
+                f"{checkpoint}: the model takes {','.join(ckpt['bands'])}; --bands "
+                f"{','.join(bands)} disagrees (leave it out for checkpoints written here)"
+            )
+        if encoded is not None:
+            cfg = cfg.model_copy(update={"encoded": encoded})
+        channels = {int(k): v for k, v in ckpt["channels"].items()}
+        model = build_model(cfg, channels)
+        model.load_state_dict(ckpt["model"])
+        stats = BandStats({int(k): v for k, v in ckpt["stats"]["mean"].items()},
+                          {int(k): v for k, v in ckpt["stats"]["std"].items()})  # fmt: skip
+        return cfg, model, stats, ckpt["state"]["history"]
+    if encoded is None or bands is None:
+        raise ModelError(
+            f"{checkpoint}: a model trained elsewhere needs --encoded (the archive to evaluate "
+            "on) and --bands (its input bands in order, e.g. B01,B02,...,B12)"
+        )
+    state = _state_dict_of(ckpt, checkpoint)
+    n_in, n_out = state["conv1.weight"].shape[1], state["fc.weight"].shape[0]
+    if n_in != len(bands) or n_out not in (19, 43):
+        raise ModelError(
+            f"{checkpoint}: the model takes {n_in} bands and gives {n_out} classes; "
+            f"--bands names {len(bands)} (19 or 43 classes are supported)"
+        )
+    cfg = TrainConfig(name=checkpoint.stem, encoded=encoded, output=checkpoint.parent,
+                      model="resnet50", classes=n_out, bands=tuple(bands),
+                      class_order=class_order or "official", norm_samples=norm_samples,
+                      num_workers=0)  # fmt: skip
+    model = resnet50(n_in, n_out)
+    model.load_state_dict(state)
+    train_ds = EncodedPatches(encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
+    used = min(norm_samples, len(train_ds))
+    log.info("%s: band mean/std from %d train patches", checkpoint, used)
+    return cfg, model, band_stats(train_ds, norm_samples, cfg.seed), []
+
+
+def evaluate(
+    checkpoint: Path,
+    split: str = "test",
+    out: Path | None = None,
+    encoded: Path | None = None,
+    bands: tuple[str, ...] | None = None,
+    class_order: str | None = None,
+    norm_samples: int = 2000,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split; write the results table, per-class table and curve.
+
+    Args:
+        checkpoint: ``best.pt``/``last.pt`` written by :func:`train`, or a model trained
+            elsewhere: a torchvision ResNet-50 state dict (or a checkpoint holding one under
+            ``state_dict``, any key prefix) with a stem for ``len(bands)`` bands.
+        split: ``test``, ``validation`` or ``train``.
+        out: Folder for the tables (default: the checkpoint's folder).
+        encoded: Encoded archive to evaluate on (default: the one the model was trained on).
+        bands: The model's input bands in order (needed for a foreign model; must match for
+            ours).
+        class_order: Order of a foreign model's outputs, ``official`` or ``alphabetical``.
+        norm_samples: Train patches for a foreign model's band mean/std (inputs are normalised
+            per band with the train split's statistics, as in training here).
+    """
+    device = pick_device("auto")
+    cfg, model, stats, history = _load_for_eval(checkpoint, device, encoded, bands, class_order,
+                                                norm_samples)  # fmt: skip
     out = out or checkpoint.parent
-    model = build_model(cfg, {int(k): v for k, v in ckpt["channels"].items()}).to(device)
-    model.load_state_dict(ckpt["model"])
-    stats = BandStats({int(k): v for k, v in ckpt["stats"]["mean"].items()},
-                      {int(k): v for k, v in ckpt["stats"]["std"].items()})  # fmt: skip
-    tf = DeviceTransform(stats, cfg.resample, device)
-    ds = EncodedPatches(cfg.encoded, split, cfg.classes, cfg.bands)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(device)
+    tf = DeviceTransform(stats, cfg.resample, device, cfg.bands)
+    ds = EncodedPatches(cfg.encoded, split, cfg.classes, cfg.bands, cfg.class_order)
     scores, targets = predict(model, cfg, tf, _loader(ds, cfg, False, cfg.seed), device)
-    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands)
+    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
     prior = np.broadcast_to(train_ds.targets.mean(axis=0), targets.shape)
     results = {"model": all_metrics(targets, scores),
                "baseline_train_frequencies": all_metrics(targets, prior)}  # fmt: skip
-    names = class_names(cfg.classes)
+    names = class_names(cfg.classes, cfg.class_order)
     per_class = per_class_table(targets, scores, names)
     _write_tables(out, cfg, split, len(ds), results, per_class)
-    _plot_curve(out, ckpt["state"]["history"])
+    if history:
+        _plot_curve(out, history)
     return results
 
 

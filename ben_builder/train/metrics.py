@@ -1,72 +1,96 @@
-"""Multi-label metrics in numpy (no PyTorch needed): P/R/F1/F2 and average precision.
+"""Multi-label metrics from torchmetrics: P/R/F1/F2 (micro, macro, sample-averaged) and AP.
 
-Definitions follow scikit-learn's (``precision_recall_fscore_support`` with
-``zero_division=0``; ``average_precision_score``), which the tests check against.
+torchmetrics has no sample averaging; the sample-averaged figures are its macro average over the
+transposed matrices (patches taken as labels), which is the definition of sample averaging.
+Conventions, checked against scikit-learn in ``tests/test_metrics.py``:
+
+- a score above the threshold (``> 0.5``) is a positive prediction;
+- ``zero_division=0``: a class or patch without predictions (or targets) counts as 0 in the
+  averages, as in scikit-learn;
+- average precision of a class without positives is undefined (NaN) and left out of the macro
+  average (torchmetrics would count it as 0).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    binary_average_precision,
+    multilabel_average_precision,
+    multilabel_fbeta_score,
+    multilabel_precision,
+    multilabel_recall,
+)
 
 AVERAGES = ("micro", "macro", "samples")
 
 
-def _fbeta(p: np.ndarray, r: np.ndarray, beta: float) -> np.ndarray:
-    b2 = beta * beta
-    denom = b2 * p + r
-    return np.divide((1 + b2) * p * r, denom, out=np.zeros_like(p, dtype=float), where=denom > 0)
+def _tensors(y_true: np.ndarray, scores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(np.asarray(scores, np.float64)), torch.as_tensor(
+        np.asarray(y_true).astype(np.int64)
+    )
 
 
-def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tp, fp, fn = (np.asarray(a, dtype=float) for a in (tp, fp, fn))
-    p = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-    r = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
-    return p, r
+def _scores(s: torch.Tensor, t: torch.Tensor, avg: str,
+            threshold: float) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Precision, recall, F1 and F2 from torchmetrics for one averaging (``none``: per class)."""
+    if avg == "samples":
+        s, t, avg = s.T.contiguous(), t.T.contiguous(), "macro"
+    kw = {"num_labels": s.shape[1], "threshold": threshold, "average": avg, "zero_division": 0}
+    return {
+        "precision": multilabel_precision(s, t, **kw),  # type: ignore[arg-type]
+        "recall": multilabel_recall(s, t, **kw),  # type: ignore[arg-type]
+        "f1": multilabel_fbeta_score(s, t, beta=1.0, **kw),  # type: ignore[arg-type]
+        "f2": multilabel_fbeta_score(s, t, beta=2.0, **kw),  # type: ignore[arg-type]
+    }
 
 
-def threshold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def threshold_metrics(y_true: np.ndarray, scores: np.ndarray,
+                      threshold: float = 0.5) -> dict[str, float]:  # fmt: skip
     """Precision, recall, F1 and F2, each micro-, macro- and sample-averaged.
 
     Args:
         y_true: (n, classes) 0/1 targets.
-        y_pred: (n, classes) 0/1 predictions.
+        scores: (n, classes) scores in [0, 1]; ``> threshold`` is a positive prediction.
+        threshold: Decision threshold.
     """
-    t, p = y_true.astype(bool), y_pred.astype(bool)
+    s, t = _tensors(y_true, scores)
     out: dict[str, float] = {}
     for avg in AVERAGES:
-        axis = {"micro": None, "macro": 0, "samples": 1}[avg]
-        tp = (t & p).sum(axis=axis)
-        fp = (~t & p).sum(axis=axis)
-        fn = (t & ~p).sum(axis=axis)
-        prec, rec = _prf(tp, fp, fn)
-        f1, f2 = _fbeta(prec, rec, 1.0), _fbeta(prec, rec, 2.0)
-        for name, v in (("precision", prec), ("recall", rec), ("f1", f1), ("f2", f2)):
-            out[f"{name}_{avg}"] = float(np.mean(v))
+        for name, value in _scores(s, t, avg, threshold).items():
+            out[f"{name}_{avg}"] = float(value)
+    return out
+
+
+def per_class_ap(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Average precision of each class; NaN for a class without positives."""
+    s, t = _tensors(y_true, scores)
+    with warnings.catch_warnings():  # "no positive samples": such classes are set to NaN below
+        warnings.simplefilter("ignore", UserWarning)
+        if s.shape[1] == 1:
+            ap = binary_average_precision(s[:, 0], t[:, 0])
+        else:
+            ap = multilabel_average_precision(s, t, num_labels=s.shape[1], average="none")
+    out = np.asarray(ap, dtype=float).reshape(-1)
+    out[np.asarray(y_true).sum(axis=0) == 0] = np.nan
     return out
 
 
 def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision of one ranking (step-wise, as scikit-learn); NaN without positives."""
-    y = np.asarray(y_true, dtype=float).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    if y.sum() == 0:
-        return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last]
-    fps = last + 1 - tps
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Average precision of one ranking (all entries pooled); NaN without positives."""
+    y = np.asarray(y_true).reshape(-1, 1)
+    return float(per_class_ap(y, np.asarray(scores, dtype=float).reshape(-1, 1))[0])
 
 
 def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Macro AP (mean over classes with at least one positive) and micro AP."""
-    per_class = [average_precision(y_true[:, c], scores[:, c]) for c in range(y_true.shape[1])]
-    valid = [v for v in per_class if not np.isnan(v)]
+    per_class = per_class_ap(y_true, scores)
+    valid = per_class[~np.isnan(per_class)]
     return {
-        "average_precision_macro": float(np.mean(valid)) if valid else float("nan"),
+        "average_precision_macro": float(valid.mean()) if valid.size else float("nan"),
         "average_precision_micro": average_precision(y_true, scores),
     }
 
@@ -74,19 +98,18 @@ def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def per_class_table(y_true: np.ndarray, scores: np.ndarray, names: list[str],
                     threshold: float = 0.5) -> list[dict[str, float | str | int]]:  # fmt: skip
     """Per-class support, precision, recall, F1, F2 and AP."""
-    pred = scores >= threshold
-    rows: list[dict[str, float | str | int]] = []
-    for c, name in enumerate(names):
-        t, p = y_true[:, c].astype(bool), pred[:, c]
-        prec, rec = _prf(np.array([(t & p).sum()]), np.array([(~t & p).sum()]),
-                         np.array([(t & ~p).sum()]))  # fmt: skip
-        rows.append({"class": name, "support": int(t.sum()), "precision": float(prec[0]),
-                     "recall": float(rec[0]), "f1": float(_fbeta(prec, rec, 1.0)[0]),
-                     "f2": float(_fbeta(prec, rec, 2.0)[0]),
-                     "average_precision": average_precision(t, scores[:, c])})  # fmt: skip
-    return rows
+    s, t = _tensors(y_true, scores)
+    per = {k: np.asarray(v, dtype=float).reshape(-1)
+           for k, v in _scores(s, t, "none", threshold).items()}  # fmt: skip
+    ap = per_class_ap(y_true, scores)
+    return [
+        {"class": name, "support": int(np.asarray(y_true)[:, c].sum()),
+         "precision": float(per["precision"][c]), "recall": float(per["recall"][c]),
+         "f1": float(per["f1"][c]), "f2": float(per["f2"][c]), "average_precision": float(ap[c])}
+        for c, name in enumerate(names)
+    ]  # fmt: skip
 
 
 def all_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Every metric of the results table."""
-    return {**threshold_metrics(y_true, scores >= threshold), **ranking_metrics(y_true, scores)}
+    return {**threshold_metrics(y_true, scores, threshold), **ranking_metrics(y_true, scores)}
