@@ -9,7 +9,7 @@ CONFIGILM_VENV ?= .venv-configilm
 CONFIGILM_STAMP := $(CONFIGILM_VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv configilm-env demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train clean
+.PHONY: venv configilm-env demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch bench-label bench-build bench-download bench-train
+bench: bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
@@ -86,3 +86,11 @@ bench-download: $(STAMP)
 bench-train: $(STAMP)
 	@test -f $(DEMO)/encoded/metadata.parquet || $(MAKE) train
 	$(BIN)/python benchmarks/bench_train.py --out benchmarks/results/train.json
+
+bench-loaders: $(STAMP) $(CONFIGILM_STAMP)
+	@test -f $(DEMO)/encoded/metadata.parquet || $(MAKE) train
+	$(BIN)/python benchmarks/bench_loaders.py --archive $(DEMO)/archive --encoded $(DEMO)/encoded --out benchmarks/results/loaders.json
+
+bench-encode: $(STAMP)
+	@test -f $(DEMO)/archive/metadata.parquet || $(BIN)/ben-builder build pipelines/demo.yaml
+	$(BIN)/python benchmarks/bench_encode.py --archive $(DEMO)/archive --out benchmarks/results/encode.json

@@ -104,7 +104,8 @@ class Inputs(_Model):
 class SlurmSettings(_Model):
     """dask-jobqueue ``SLURMCluster`` settings; each job holds ``processes`` workers.
 
-    Each worker gets ``cores / processes`` threads (1 by default: one tile per worker). Lost jobs
+    Each worker runs one tile at a time and decodes it with ``cores / processes`` GDAL threads
+    (1 by default). Lost jobs
     (cancelled, preempted, a node failing) are replaced to keep ``jobs`` running; past
     ``max_lost_jobs`` the run stops with the remaining products recorded as failed.
     """
@@ -158,6 +159,12 @@ class ClusterSettings(_Model):
 
     kind: Literal["local", "slurm", "address"] = "local"
     n_workers: int | None = Field(None, gt=0, description="Local workers; default: one per core.")
+    threads_per_task: int | None = Field(
+        None, gt=0,
+        description="Decoding threads per product (GDAL_NUM_THREADS); default: local, the cores "
+        "divided among the workers that have a product (all cores for one tile); SLURM, a "
+        "worker's share of its job's cores; address, 1.",
+    )  # fmt: skip
     memory_limit: str = "auto"
     dashboard: bool = Field(False, description="Serve Dask's dashboard on port 8787.")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)

@@ -22,6 +22,7 @@ the encoding complete.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -37,6 +38,7 @@ from safetensors.numpy import save
 
 from ben_builder import archive, specs
 from ben_builder.errors import ProductFormatError, ProductNotFoundError
+from ben_builder.tiff import RawLayout
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +60,67 @@ class EncodeSummary:
     skipped: bool = False
 
 
-def _read(path: Path, dtype: type) -> np.ndarray:
-    """One single-band GeoTIFF's pixels, read with tifffile (about 3x faster than a GDAL open).
+def _decode(buf: bytes, path: Path, dtype: type) -> np.ndarray:
+    """One single-band GeoTIFF's pixels, decoded by tifffile.
 
     Raises:
-        ProductNotFoundError: the file is missing.
         ProductFormatError: not a readable TIFF, several bands, or another data type.
     """
     try:
-        data = tifffile.imread(path)
-    except FileNotFoundError as exc:
-        raise ProductNotFoundError(
-            f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
-            "its files)"
-        ) from exc
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        with tifffile.TiffFile(io.BytesIO(buf)) as tif:
+            data = tif.asarray()
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
         raise ProductFormatError(f"{path}: not a readable GeoTIFF ({exc})") from exc
     if data.ndim != 2:
         raise ProductFormatError(f"{path}: {data.shape} pixels, expected one band")
     if data.dtype != dtype:
         raise ProductFormatError(f"{path}: {data.dtype} pixels, expected {np.dtype(dtype)}")
     return np.ascontiguousarray(data)
+
+
+class PatchReader:
+    """Reads patch GeoTIFFs: a file laid out like one already decoded is read as raw bytes.
+
+    The first file of each layout (a product's band size) is decoded by tifffile and its layout
+    learnt (:class:`ben_builder.tiff.RawLayout`); the files that share it (every byte before the
+    pixels but the tiepoint's corner, and the length) are sliced directly, about 30x faster. Any
+    other file (another writer, compressed, big-endian) goes through tifffile.
+    """
+
+    MAX_LAYOUTS = 16  # per file length and type: a few products' CRSs at a time
+
+    def __init__(self) -> None:
+        self.layouts: dict[tuple[int, str], list[RawLayout]] = {}
+        self.raw = self.decoded = 0
+
+    def __call__(self, path: Path, dtype: type) -> np.ndarray:
+        """The pixels of ``path``.
+
+        Raises:
+            ProductNotFoundError: the file is missing.
+            ProductFormatError: not a readable single-band TIFF of ``dtype``.
+        """
+        try:
+            buf = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ProductNotFoundError(
+                f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
+                "its files)"
+            ) from exc
+        key = (len(buf), np.dtype(dtype).str)
+        known = self.layouts.setdefault(key, [])
+        for layout in known:
+            data = layout.read(buf)
+            if data is not None:
+                self.raw += 1
+                return data
+        data = _decode(buf, path, dtype)
+        self.decoded += 1
+        learnt = RawLayout.learn(buf, data)
+        if learnt is not None:
+            known.insert(0, learnt)
+            del known[self.MAX_LAYOUTS :]
+        return data
 
 
 def product_of(patch_name: str) -> str:
@@ -150,16 +192,17 @@ def encode_archive(
     env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False)
     band_names = [b.name for b in specs.bands().bands]
     refmaps = s1_count = 0
+    read = PatchReader()
     try:
         txn = env.begin(write=True)
         for i, row in enumerate(meta.itertuples(index=False)):
             patch_id = str(row.patch_id)
             folder = s2_root / product_of(patch_id) / patch_id
-            arrays = {b: _read(folder / f"{patch_id}_{b}.tif", np.uint16) for b in band_names}
+            arrays = {b: read(folder / f"{patch_id}_{b}.tif", np.uint16) for b in band_names}
             txn.put(patch_id.encode(), save(arrays))
             if has_refmaps:
                 ref_path = archive.refmap_path(root, product_of(patch_id), patch_id)
-                ref = _read(ref_path, np.uint16)
+                ref = read(ref_path, np.uint16)
                 txn.put(f"{patch_id}{REFMAP_SUFFIX}".encode(), save({"Data": ref}))
                 refmaps += 1
             s1_name = getattr(row, "s1_name", None)
@@ -169,7 +212,7 @@ def encode_archive(
                         f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
                     )
                 s1_arrays = {
-                    b: _read(s1[s1_name] / f"{s1_name}_{b}.tif", np.float32) for b in S1_BANDS
+                    b: read(s1[s1_name] / f"{s1_name}_{b}.tif", np.float32) for b in S1_BANDS
                 }
                 txn.put(s1_name.encode(), save(s1_arrays))
                 s1_count += 1
@@ -181,6 +224,7 @@ def encode_archive(
         txn.commit()
     finally:
         env.close()
+    log.info("%s: %d files read raw, %d decoded by tifffile", out, read.raw, read.decoded)
     if db.exists():
         shutil.rmtree(db)
     os.replace(tmp, db)

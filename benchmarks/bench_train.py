@@ -50,7 +50,7 @@ def main() -> None:
     for w in (1, 2):
         c = cfg.model_copy(update={"num_workers": w})
         figures[f"loader_patches_per_s_{w}_workers"] = round(loader_rate(ds, c, 15), 1)
-    tf = DeviceTransform(band_stats(ds, 200, 0), "bilinear", device)
+    tf = DeviceTransform(band_stats(ds, 200, 0), "bilinear", device, cfg.bands)
     model = build_model(cfg, {r: len(b) for r, b in ds.groups.items()}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()

@@ -213,6 +213,24 @@ def test_slurm_job_script_from_config():
     assert "--nworkers 16" in script and "--nthreads 1" in script
 
 
+def test_worker_plan_gives_spare_cores_to_the_tiles_there_are(monkeypatch):
+    from ben_builder import pipeline
+    from ben_builder.config import ClusterSettings, SlurmSettings
+
+    monkeypatch.setattr(pipeline, "_cores", lambda: list(range(16)))
+    local = ClusterSettings()
+    assert pipeline.plan_workers(local, 40) == (16, 1)  # many tiles: a core each
+    assert pipeline.plan_workers(local, 2) == (2, 8)  # two tiles on 16 cores: 8 threads each
+    assert pipeline.plan_workers(local, 1) == (1, 16)
+    assert pipeline.plan_workers(local, 3) == (3, 5)
+    assert pipeline.plan_workers(ClusterSettings(n_workers=4), 40) == (4, 4)
+    assert pipeline.plan_workers(ClusterSettings(threads_per_task=2), 1) == (1, 2)
+    slurm = ClusterSettings(kind="slurm", slurm=SlurmSettings(cores=16, processes=4))
+    assert pipeline.plan_workers(slurm, 100)[1] == 4
+    script = pipeline.make_slurm_cluster(slurm).job_script()
+    assert script.split("--nthreads")[-1].split()[0] == "1"  # one tile at a time per worker
+
+
 def test_bad_config_names_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\noutput: out\ninputs: {source: local}\ncluster: {kind: moon}\n")

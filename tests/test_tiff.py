@@ -35,3 +35,44 @@ def test_template_output_reads_back_even_with_nodata_strips(tmp_path):
         assert ds.crs == crs and ds.nodata == 0
     with pytest.raises(ValueError, match="shape"):
         template.render(arr[:10], 0, 0)
+
+
+def _gtiff(path, arr, epsg=32633, ulx=300000.0, uly=5400000.0, **kw):
+    profile = {"driver": "GTiff", "width": arr.shape[1], "height": arr.shape[0], "count": 1,
+               "dtype": arr.dtype.name, "crs": CRS.from_epsg(epsg), "nodata": 0,
+               "transform": Affine(10, 0, ulx, 0, -10, uly)}  # fmt: skip
+    with rasterio.open(path, "w", **profile, **kw) as ds:
+        ds.write(arr, 1)
+    return path.read_bytes()
+
+
+def test_encoder_reads_raw_only_files_laid_out_like_a_decoded_one(tmp_path):
+    from ben_builder.encode import PatchReader
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(1, 65535, (120, 120), dtype=np.uint16) for _ in range(6)]
+    paths = []
+    for i, arr in enumerate(arrays[:3]):  # one product: GDAL's plain layout, other corners
+        paths.append(tmp_path / f"a{i}.tif")
+        _gtiff(paths[-1], arr, ulx=300000.0 + 1200 * i)
+    paths.append(tmp_path / "other_crs.tif")
+    _gtiff(paths[-1], arrays[3], epsg=32634)
+    paths.append(tmp_path / "deflate.tif")
+    _gtiff(paths[-1], arrays[4], compress="deflate")
+    paths.append(tmp_path / "tiled.tif")
+    _gtiff(paths[-1], arrays[5], tiled=True, blockxsize=64, blockysize=64)
+    read = PatchReader()
+    for path, arr in zip(paths, arrays, strict=True):
+        np.testing.assert_array_equal(read(path, np.uint16), arr)
+        with rasterio.open(path) as ds:
+            np.testing.assert_array_equal(read(path, np.uint16), ds.read(1))
+    # a2/a3 and every second read of a file whose layout was learnt go raw; the first of each
+    # layout, and the deflated and tiled files every time, through tifffile
+    assert read.raw >= 5 and read.decoded >= 5
+    # a learnt layout refuses a file that differs outside the corner, or a cut file
+    buf = paths[0].read_bytes()
+    layout = read.layouts[(len(buf), np.dtype(np.uint16).str)][-1]
+    assert layout.read(buf[:-2]) is None
+    other = bytearray(buf)
+    other[10] ^= 0xFF
+    assert layout.read(bytes(other)) is None

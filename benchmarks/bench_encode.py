@@ -1,0 +1,74 @@
+"""Benchmark: ``ben-builder encode`` patches per second on one core.
+
+Encodes the demo archive (``make demo``) twice in one run, pinned to one core: as shipped (raw
+reads of files laid out like one already decoded, ``encode.PatchReader``) and with every file
+decoded by tifffile (the previous reader), and checks the two LMDBs hold the same bytes.
+Target (issue 15): >= 1,000 patches/s per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import lmdb
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_results  # noqa: E402
+
+from ben_builder.encode import DB, encode_archive  # noqa: E402
+from ben_builder.tiff import RawLayout  # noqa: E402
+
+
+def encode_rate(archive: Path, raw: bool) -> tuple[float, int, Path]:
+    out = Path(tempfile.mkdtemp(prefix="ben_bench_encode_"))
+    t = time.perf_counter()
+    if raw:
+        summary = encode_archive(archive, out)
+    else:
+        with mock.patch.object(RawLayout, "learn", return_value=None):
+            summary = encode_archive(archive, out)
+    seconds = time.perf_counter() - t
+    return summary.patches / seconds, summary.patches, out
+
+
+def contents(out: Path) -> list[tuple[bytes, bytes]]:
+    env = lmdb.open(str(out / DB), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = list(txn.cursor())
+    env.close()
+    return items
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--archive", type=Path, default=Path("demo/archive"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/encode.json"))
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    encode_rate(args.archive, True)  # warm the page cache: both runs read from memory
+    fast, n, fast_out = encode_rate(args.archive, True)
+    slow, _, slow_out = encode_rate(args.archive, False)
+    same = contents(fast_out) == contents(slow_out)
+    for out in (fast_out, slow_out):
+        shutil.rmtree(out, ignore_errors=True)
+    if not same:
+        raise SystemExit("the raw reader and tifffile gave different LMDB contents")
+    write_results(args.out, "encode", {
+        "patches": n, "cores": 1,
+        "patches_per_s": round(fast, 1),
+        "tifffile_only_patches_per_s": round(slow, 1),
+        "same_lmdb_contents": same,
+        "target_patches_per_s": 1000,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
