@@ -494,7 +494,11 @@ def download(manifest: Path, backend: str, api_url: str | None, catalogue_url: s
     default=None,
     help="BigEarthNet-S1 folder: also encode each patch's s1_name (VV, VH).",
 )
-def encode(archive_root: Path, out: Path, s1_root: Path | None) -> None:
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Reading processes (default: one per core); the output does not depend on it.",
+)  # fmt: skip
+def encode(archive_root: Path, out: Path, s1_root: Path | None, workers: int | None) -> None:
     """Encode a BigEarthNet-v2-layout archive (ours or the official one) in rico-hdl's layout.
 
     One LMDB: key <patch> -> safetensors of the native-resolution bands, <patch>_reference_map
@@ -506,7 +510,7 @@ def encode(archive_root: Path, out: Path, s1_root: Path | None) -> None:
     @_friendly
     def go() -> None:
         with tqdm(unit="patch", desc="encode", disable=None) as bar:
-            s = encode_archive(archive_root, out, s1_root, on_patch=bar.update)
+            s = encode_archive(archive_root, out, s1_root, on_patch=bar.update, workers=workers)
         click.echo(f"{s.patches} patches {'already ' if s.skipped else ''}encoded in {s.db}")
 
     go()

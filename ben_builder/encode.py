@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import numpy as np
@@ -46,7 +50,6 @@ DB = "BigEarthNet.lmdb"
 LABELS43 = "labels43.parquet"
 S1_BANDS = ("VH", "VV")
 REFMAP_SUFFIX = "_reference_map"
-COMMIT_EVERY = 500
 
 
 @dataclass(frozen=True)
@@ -60,22 +63,23 @@ class EncodeSummary:
     skipped: bool = False
 
 
-def _decode(buf: bytes, path: Path, dtype: type) -> np.ndarray:
-    """One single-band GeoTIFF's pixels, decoded by tifffile.
+def _decode(buf: bytes, path: Path, dtype: type) -> tuple[np.ndarray, Any]:
+    """One single-band GeoTIFF's pixels, decoded by tifffile, and its tifffile page.
 
     Raises:
         ProductFormatError: not a readable TIFF, several bands, or another data type.
     """
     try:
-        with tifffile.TiffFile(io.BytesIO(buf)) as tif:
-            data = tif.asarray()
+        tif = tifffile.TiffFile(io.BytesIO(buf))  # in memory: kept for the page's decoder
+        page = tif.pages.first
+        data = page.asarray()
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
         raise ProductFormatError(f"{path}: not a readable GeoTIFF ({exc})") from exc
     if data.ndim != 2:
         raise ProductFormatError(f"{path}: {data.shape} pixels, expected one band")
     if data.dtype != dtype:
         raise ProductFormatError(f"{path}: {data.dtype} pixels, expected {np.dtype(dtype)}")
-    return np.ascontiguousarray(data)
+    return np.ascontiguousarray(data), page
 
 
 class PatchReader:
@@ -87,10 +91,10 @@ class PatchReader:
     other file (another writer, compressed, big-endian) goes through tifffile.
     """
 
-    MAX_LAYOUTS = 16  # per file length and type: a few products' CRSs at a time
+    MAX_LAYOUTS = 32  # per data type: band sizes and reference maps of a few products
 
     def __init__(self) -> None:
-        self.layouts: dict[tuple[int, str], list[RawLayout]] = {}
+        self.layouts: dict[str, list[RawLayout]] = {}
         self.raw = self.decoded = 0
 
     def __call__(self, path: Path, dtype: type) -> np.ndarray:
@@ -107,20 +111,87 @@ class PatchReader:
                 f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
                 "its files)"
             ) from exc
-        key = (len(buf), np.dtype(dtype).str)
-        known = self.layouts.setdefault(key, [])
-        for layout in known:
+        known = self.layouts.setdefault(np.dtype(dtype).str, [])
+        for i, layout in enumerate(known):
             data = layout.read(buf)
             if data is not None:
                 self.raw += 1
+                if i:  # most recently used first: files come in the same order per patch
+                    known.insert(0, known.pop(i))
                 return data
-        data = _decode(buf, path, dtype)
+        data, page = _decode(buf, path, dtype)
         self.decoded += 1
-        learnt = RawLayout.learn(buf, data)
+        learnt = RawLayout.learn(buf, data, page)
         if learnt is not None:
             known.insert(0, learnt)
             del known[self.MAX_LAYOUTS :]
         return data
+
+
+CHUNK = 256  # patches per reading task
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a reading task needs: the folders (as strings; no open handles cross processes)."""
+
+    s2_root: str
+    refmap_root: str | None
+    s1_folders: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _ChunkResult:
+    items: list[tuple[bytes, bytes]]
+    patches: int
+    refmaps: int
+    s1: int
+    raw: int
+    decoded: int
+
+
+_READER: PatchReader | None = None  # one per process: its learnt layouts serve every chunk
+
+
+def _encode_chunk(job: _Job, rows: list[tuple[str, str | None]]) -> _ChunkResult:
+    """The LMDB items of some patches: bands, reference map, S1 bands."""
+    global _READER
+    if _READER is None:
+        _READER = PatchReader()
+    read = _READER
+    raw, decoded = read.raw, read.decoded
+    bands = [b.name for b in specs.bands().bands]
+    items: list[tuple[bytes, bytes]] = []
+    refmaps = s1 = 0
+    for patch_id, s1_name in rows:
+        product = product_of(patch_id)
+        folder = os.path.join(job.s2_root, product, patch_id, patch_id)
+        arrays = {b: read(Path(f"{folder}_{b}.tif"), np.uint16) for b in bands}
+        items.append((patch_id.encode(), save(arrays)))
+        if job.refmap_root is not None:
+            ref = read(archive.refmap_path(Path(job.refmap_root), product, patch_id), np.uint16)
+            items.append((f"{patch_id}{REFMAP_SUFFIX}".encode(), save({"Data": ref})))
+            refmaps += 1
+        if s1_name is not None:
+            base = os.path.join(job.s1_folders[s1_name], s1_name)
+            s1_arrays = {b: read(Path(f"{base}_{b}.tif"), np.float32) for b in S1_BANDS}
+            items.append((s1_name.encode(), save(s1_arrays)))
+            s1 += 1
+    return _ChunkResult(items, len(rows), refmaps, s1, read.raw - raw, read.decoded - decoded)
+
+
+@contextmanager
+def _chunk_results(
+    job: _Job, chunks: list[list[tuple[str, str | None]]], workers: int
+) -> Iterator[Iterator[_ChunkResult]]:
+    """Chunk results in order, read in this process or by ``workers`` processes."""
+    if workers == 1:
+        yield (_encode_chunk(job, c) for c in chunks)
+        return
+    # spawned, not forked: the caller may hold threads (Dask, tqdm) that fork would copy
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        yield pool.map(_encode_chunk, [job] * len(chunks), chunks)
 
 
 def product_of(patch_name: str) -> str:
@@ -159,6 +230,7 @@ def encode_archive(
     out: Path,
     s1_root: Path | None = None,
     on_patch: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> EncodeSummary:
     """Encode every patch of an archive's metadata (recommended and flagged) into one LMDB.
 
@@ -167,7 +239,9 @@ def encode_archive(
             ``Reference_Maps/``).
         out: Output folder (the LMDB and the metadata beside it).
         s1_root: Optional ``BigEarthNet-S1`` folder; each patch's ``s1_name`` is encoded.
-        on_patch: Called with 1 per patch encoded (progress).
+        on_patch: Called with the number of patches encoded (progress).
+        workers: Reading processes (default: one per core); the LMDB is written by this one,
+            in the metadata's order, so the output does not depend on it.
 
     Re-running with the output complete does nothing.
     """
@@ -189,42 +263,41 @@ def encode_archive(
     if tmp.exists():
         shutil.rmtree(tmp)
     per_patch = 12 * 120 * 120 * 2 + (120 * 120 * 2 if has_refmaps else 0) + (4 * 120 * 120 * 2)
-    env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False)
-    band_names = [b.name for b in specs.bands().bands]
-    refmaps = s1_count = 0
-    read = PatchReader()
+    # synced once at the end (a crash leaves only the .partial folder, removed on the next run)
+    env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False,
+                    sync=False)  # fmt: skip
+    s1_names = meta["s1_name"] if s1_root is not None and "s1_name" in meta else None
+    rows: list[tuple[str, str | None]] = [
+        (str(patch_id), s1_names.iloc[k] if s1_names is not None
+         and isinstance(s1_names.iloc[k], str) and s1_names.iloc[k] else None)
+        for k, patch_id in enumerate(meta["patch_id"])
+    ]  # fmt: skip
+    for patch_id, s1_name in rows:
+        if s1_name is not None and s1_name not in s1:
+            raise ProductNotFoundError(
+                f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
+            )
+    job = _Job(str(s2_root), str(root) if has_refmaps else None,
+               {n: str(p) for n, p in s1.items()})  # fmt: skip
+    chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
+    refmaps = s1_count = raw = decoded = 0
     try:
-        txn = env.begin(write=True)
-        for i, row in enumerate(meta.itertuples(index=False)):
-            patch_id = str(row.patch_id)
-            folder = s2_root / product_of(patch_id) / patch_id
-            arrays = {b: read(folder / f"{patch_id}_{b}.tif", np.uint16) for b in band_names}
-            txn.put(patch_id.encode(), save(arrays))
-            if has_refmaps:
-                ref_path = archive.refmap_path(root, product_of(patch_id), patch_id)
-                ref = read(ref_path, np.uint16)
-                txn.put(f"{patch_id}{REFMAP_SUFFIX}".encode(), save({"Data": ref}))
-                refmaps += 1
-            s1_name = getattr(row, "s1_name", None)
-            if s1_root is not None and isinstance(s1_name, str) and s1_name:
-                if s1_name not in s1:
-                    raise ProductNotFoundError(
-                        f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
-                    )
-                s1_arrays = {
-                    b: read(s1[s1_name] / f"{s1_name}_{b}.tif", np.float32) for b in S1_BANDS
-                }
-                txn.put(s1_name.encode(), save(s1_arrays))
-                s1_count += 1
-            if (i + 1) % COMMIT_EVERY == 0:
-                txn.commit()
-                txn = env.begin(write=True)
-            if on_patch is not None:
-                on_patch(1)
-        txn.commit()
+        with _chunk_results(job, chunks, workers) as results:
+            for result in results:
+                with env.begin(write=True) as txn:
+                    for key, value in result.items:
+                        txn.put(key, value)
+                refmaps += result.refmaps
+                s1_count += result.s1
+                raw, decoded = raw + result.raw, decoded + result.decoded
+                if on_patch is not None:
+                    on_patch(result.patches)
+        env.sync(True)
     finally:
         env.close()
-    log.info("%s: %d files read raw, %d decoded by tifffile", out, read.raw, read.decoded)
+    log.info("%s: %d files read raw, %d decoded by tifffile, %d process(es)", out, raw, decoded,
+             workers)  # fmt: skip
     if db.exists():
         shutil.rmtree(db)
     os.replace(tmp, db)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -120,55 +121,82 @@ class GeoTiffTemplate:
 
 @dataclass(frozen=True)
 class RawLayout:
-    """The byte layout of an uncompressed single-band GeoTIFF, learnt from one decoded file.
+    """The byte layout of a single-band striped GeoTIFF, learnt from one file tifffile decoded.
 
-    Reading a patch file through a TIFF library costs ~0.5 ms, mostly parsing; the encoder reads
-    13 files per patch. Files written from one template (all patches of one product and band
-    size) share every byte before the pixel block but the tiepoint's corner, so once one file
-    has been decoded by the library, any file with the same length and the same header bytes
-    (corner aside) holds its pixels as the same uncompressed block at the same offset: a
-    comparison and ``np.frombuffer``. A file that differs in any way is not read here.
+    Reading a patch file through a TIFF library costs ~0.5-1 ms, mostly parsing; the encoder
+    reads 13 files per patch. Files written alike (all patches of one product and band size)
+    share every byte before their pixel strips except the tiepoint's corner and, when
+    compressed, the strip offsets and sizes. A file with the same header bytes outside those
+    values has the same tags (size, type, compression, predictor, rows per strip), so its strips
+    are cut out by the offsets and sizes it holds and decoded by the learnt file's own tifffile
+    decoder (none for uncompressed strips: ``np.frombuffer``). A file that differs in any other
+    byte is not read here.
     """
 
-    header: bytes  # the learnt file's bytes before its pixels, the tiepoint's corner zeroed
-    tiepoint_pos: int | None
+    header: bytes  # the learnt file's bytes before its strips, variable values zeroed
+    offsets: tuple[int, int, int]  # (type, count, position) of StripOffsets
+    counts: tuple[int, int, int]  # (type, count, position) of StripByteCounts
+    tie: int | None  # position of the ModelTiepoint values, if any
     shape: tuple[int, int]
     dtype: np.dtype
+    decode: Any  # tifffile's decoder for the learnt page; None: uncompressed
 
     @classmethod
-    def learn(cls, buf: bytes, pixels: np.ndarray) -> RawLayout | None:
-        """The layout of ``buf``, or None unless its last bytes are ``pixels``, uncompressed."""
+    def learn(cls, buf: bytes, pixels: np.ndarray, page: Any) -> RawLayout | None:
+        """The layout of ``buf`` (whose tifffile page and decoded pixels are given), or None.
+
+        None unless the strips are contiguous, follow every other byte of the file, and decode
+        through this layout to exactly ``pixels``.
+        """
         try:
-            offsets = _read_ints(buf, *_ifd_values(buf, TAG_STRIP_OFFSETS))
-            counts = _read_ints(buf, *_ifd_values(buf, TAG_STRIP_BYTE_COUNTS))
+            off = _ifd_values(buf, TAG_STRIP_OFFSETS)
+            cnt = _ifd_values(buf, TAG_STRIP_BYTE_COUNTS)
         except (TemplateError, struct.error, KeyError):
             return None
-        dtype = pixels.dtype.newbyteorder("<")
-        contiguous = all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:], strict=False))
-        if not contiguous or sum(counts) != pixels.nbytes or offsets[0] + pixels.nbytes != len(buf):
-            return None
-        data = np.frombuffer(buf, dtype, count=pixels.size, offset=offsets[0])
-        if not np.array_equal(data.reshape(pixels.shape), pixels):
-            return None  # compressed, or another sample layout
-        header = bytearray(buf[: offsets[0]])
+        header = bytearray(buf[: _read_ints(buf, *off)[0]])
+        for typ, count, pos in (off, cnt):
+            header[pos : pos + _TYPE_SIZES[typ] * count] = bytes(_TYPE_SIZES[typ] * count)
+        tie: int | None
         try:
             _, _, tie = _ifd_values(buf, TAG_MODEL_TIEPOINT)
             header[tie + 24 : tie + 40] = bytes(16)
         except TemplateError:
             tie = None
+        decode = page.decode if int(page.compression) != 1 else None
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-        return cls(bytes(header), tie, shape, dtype)
+        layout = cls(bytes(header), off, cnt, tie, shape, pixels.dtype.newbyteorder("<"), decode)
+        got = layout.read(buf)
+        return layout if got is not None and np.array_equal(got, pixels) else None
+
+    def _same_header(self, buf: bytes) -> bool:
+        start = len(self.header)
+        if len(buf) <= start:
+            return False
+        masked = bytearray(buf[:start])
+        for typ, count, pos in (self.offsets, self.counts):
+            masked[pos : pos + _TYPE_SIZES[typ] * count] = bytes(_TYPE_SIZES[typ] * count)
+        if self.tie is not None:
+            masked[self.tie + 24 : self.tie + 40] = bytes(16)
+        return bytes(masked) == self.header
 
     def read(self, buf: bytes) -> np.ndarray | None:
         """The pixels of ``buf`` if it has this layout, else None."""
-        start = len(self.header)
-        if len(buf) != start + self.shape[0] * self.shape[1] * self.dtype.itemsize:
+        if not self._same_header(buf):
             return None
-        if self.tiepoint_pos is None:
-            same = buf[:start] == self.header
-        else:
-            t = self.tiepoint_pos + 24
-            same = buf[:t] == self.header[:t] and buf[t + 16 : start] == self.header[t + 16 :]
-        if not same:
+        offsets = _read_ints(buf, *self.offsets)
+        counts = _read_ints(buf, *self.counts)
+        ends = [o + c for o, c in zip(offsets, counts, strict=True)]
+        if offsets[0] != len(self.header) or ends[-1] != len(buf) or ends[:-1] != offsets[1:]:
             return None
-        return np.frombuffer(buf, self.dtype, offset=start).reshape(self.shape)
+        if self.decode is None:
+            if len(buf) - offsets[0] != self.shape[0] * self.shape[1] * self.dtype.itemsize:
+                return None
+            return np.frombuffer(buf, self.dtype, offset=offsets[0]).reshape(self.shape)
+        out = np.empty(self.shape, self.dtype)
+        row = 0
+        for index, (o, e) in enumerate(zip(offsets, ends, strict=True)):
+            segment = self.decode(buf[o:e], index)[0]
+            rows = segment.reshape(-1, self.shape[1])
+            out[row : row + len(rows)] = rows
+            row += len(rows)
+        return out if row == self.shape[0] else None
