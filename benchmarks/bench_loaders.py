@@ -54,9 +54,9 @@ def main() -> None:
     figures["torchgeo_patches_per_s"] = round(rate(tg.__getitem__, tg_n), 1)
     python = REPO / ".venv-configilm" / "bin" / "python"
     if python.exists():
-        out = subprocess.run([str(python), str(REPO / "benchmarks" / "configilm_rate.py"),
-                              str(args.encoded), str(n)], check=True, capture_output=True,
-                             text=True)  # fmt: skip
+        script = REPO / "tests" / "compat" / "configilm_read.py"
+        out = subprocess.run([str(python), str(script), "--rate", str(n), str(args.encoded)],
+                             check=True, capture_output=True, text=True)  # fmt: skip
         figures["configilm_patches_per_s"] = round(float(out.stdout.strip().splitlines()[-1]), 1)
     else:
         figures["configilm_patches_per_s"] = "not measured: run `make configilm-env`"

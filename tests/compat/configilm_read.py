@@ -4,12 +4,14 @@ Runs in configilm's own environment (``.venv-configilm``, made by ``make configi
 pins, numpy<2 and pyarrow<13, cannot share the project's environment). The test
 ``tests/test_configilm.py`` runs this script and compares its output with the archive's files.
 
-Usage: ``configilm_read.py ENCODED OUT.npz``
+Usage: ``configilm_read.py ENCODED OUT.npz``, or ``configilm_read.py --rate N ENCODED`` to print
+the patches per second of the dataset on N train patches (``benchmarks/bench_loaders.py``).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +22,31 @@ from configilm.extra.DataSets.BENv2_DataSet import BENv2DataSet
 EVERY = 9  # images kept for every EVERY-th patch (all labels are kept)
 
 
-def main(encoded: Path, out: Path) -> None:
-    """Load every patch (flagged ones included) and the datamodule's three splits."""
-    data_dirs = {
+def data_dirs_of(encoded: Path) -> dict[str, str]:
+    """configilm's ``data_dirs`` for a folder written by ``ben-builder encode``."""
+    return {
         "images_lmdb": str(encoded / "BigEarthNet.lmdb"),
         "metadata_parquet": str(encoded / "metadata.parquet"),
         "metadata_snow_cloud_parquet": str(
             encoded / "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
         ),
     }
+
+
+def rate(encoded: Path, n: int) -> float:
+    """Patches per second of the dataset (train split, 10 bands at 120 px), one process."""
+    ds = BENv2DataSet(data_dirs_of(encoded), split="train", img_size=(10, 120, 120))
+    ds[0]
+    n = min(n, len(ds))
+    t = time.perf_counter()
+    for i in range(n):
+        ds[i]
+    return n / (time.perf_counter() - t)
+
+
+def main(encoded: Path, out: Path) -> None:
+    """Load every patch (flagged ones included) and the datamodule's three splits."""
+    data_dirs = data_dirs_of(encoded)
     ds = BENv2DataSet(data_dirs, split=None, img_size=(10, 120, 120), include_cloudy=True,
                       include_snowy=True, return_extras=True)  # fmt: skip
     names, labels, kept_names, images = [], [], [], []
@@ -57,4 +75,7 @@ def main(encoded: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--rate":
+        print(rate(Path(sys.argv[3]), int(sys.argv[2])))
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))
