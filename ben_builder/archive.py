@@ -8,6 +8,7 @@ is deterministic, so a re-run gives byte-identical files.
 from __future__ import annotations
 
 import errno
+import heapq
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
+from safetensors.numpy import save as safetensors_save
 
 from ben_builder.errors import ArchiveWriteError, OutputLockedError, PreflightError
 from ben_builder.tiff import GeoTiffTemplate, TemplateError
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 S2_DIR = "BigEarthNet-S2"
 V1_DIR = "BigEarthNet-v1.0"
 S1_DIR = "BigEarthNet-S1"  # empty in an S2-only archive; loaders of the official layout expect it
+DB = "BigEarthNet.lmdb"  # rico-hdl's LMDB: written by `encode`, or by the build (layout lmdb)
+LABELS43 = "labels43.parquet"
+SHARD_SUFFIX = ".mdb"  # a product's LMDB shard in _parts/ (layout lmdb)
 # v1 split files as the official v1 models repository and torchgeo name them: "<s2>,<s1>" lines
 V1_SPLIT_FILES = {"train": "bigearthnet-train.csv", "validation": "bigearthnet-val.csv",
                   "test": "bigearthnet-test.csv"}  # fmt: skip
@@ -106,6 +112,94 @@ def output_lock(root: Path, what: str = "build") -> Iterator[None]:
         fh.close()  # releases the lock
 
 
+def shard_path(root: Path, product_stem: str) -> Path:
+    """A product's LMDB shard (layout ``lmdb``): its patches, merged into ``DB`` at the end."""
+    return root / PARTS_DIR / f"{product_stem}{SHARD_SUFFIX}"
+
+
+SHARD_MAP_SIZE = 1 << 33  # 8 GiB of address space (a tile's ~8,300 patches need ~1.6 GB)
+
+
+class ShardWriter:
+    """Writes one product's patches to its LMDB shard, under a temporary name until closed.
+
+    Keys and values are those of rico-hdl's layout (``<patch>``: safetensors of the bands at
+    their native sizes; ``<patch>_reference_map``: ``{"Data": CLC codes}``), the same bytes
+    ``encode`` writes from the GeoTIFFs.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = atomic_path(path)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            self.tmp.unlink()
+        self.env = lmdb.open(str(self.tmp), subdir=False, lock=False, map_size=SHARD_MAP_SIZE)
+        self.txn = self.env.begin(write=True)
+        self.entries = 0
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store ``arrays`` (safetensors) under ``key``."""
+        # safetensors takes an array's buffer as it lies: patch blocks are strided views
+        dense = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+        self.txn.put(key.encode(), safetensors_save(dense))
+        self.entries += 1
+
+    def close(self, ok: bool = True) -> None:
+        """Commit and move into place (``ok``), or drop the shard."""
+        try:
+            if ok:
+                self.txn.commit()
+                self.env.sync(True)
+            else:
+                self.txn.abort()
+        finally:
+            self.env.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def merge_shards(root: Path) -> int:
+    """Merge every product's shard into ``<root>/BigEarthNet.lmdb``, keys in sorted order.
+
+    Written anew each time (under a temporary name, then renamed), one transaction in key
+    order, so the same shards always give the same file. Returns the number of entries.
+    """
+    shards = sorted((root / PARTS_DIR).glob(f"*{SHARD_SUFFIX}"))
+    envs = [lmdb.open(str(p), subdir=False, lock=False, readonly=True) for p in shards]
+    db = root / DB
+    tmp = atomic_path(db)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        size = sum(p.stat().st_size for p in shards) * 2 + (1 << 24)
+        out = lmdb.open(str(tmp), map_size=size)
+        try:
+            txns = [e.begin(buffers=False) for e in envs]
+            entries = 0
+            with out.begin(write=True) as w:
+                for key, value in heapq.merge(*(t.cursor().iternext() for t in txns)):
+                    w.put(key, value, append=True)  # keys arrive sorted
+                    entries += 1
+            for t in txns:
+                t.abort()
+            out.sync(True)
+        finally:
+            out.close()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for e in envs:
+            e.close()
+    if db.exists():
+        shutil.rmtree(db)
+    os.replace(tmp, db)
+    return entries
+
+
 def remove_product(root: Path, product_stem: str) -> int:
     """Remove everything a product wrote to the archive; return how many files were removed.
 
@@ -126,6 +220,10 @@ def remove_product(root: Path, product_stem: str) -> int:
     if summary.exists():
         summary.unlink()
         count += 1
+    for shard in (shard_path(root, product_stem), atomic_path(shard_path(root, product_stem))):
+        if shard.exists():
+            shard.unlink()
+            count += 1
     folders = [root / S2_DIR / product_stem, root / REFMAP_DIR / product_stem]
     folders += [root / V1_DIR / n for n in v1_names]
     for folder in folders:
@@ -316,7 +414,9 @@ def finalize(
     Args:
         root: Archive root.
         adjust: Optional function applied to the combined frame (flags from lists, countries).
-        layout: ``v2``, ``v1`` or ``both`` (which side files to write).
+        layout: ``v2``, ``v1``, ``both`` or ``lmdb`` (which side files to write; ``lmdb``
+            merges the products' shards into ``BigEarthNet.lmdb`` and adds ``labels43.parquet``,
+            so the archive is what ``encode`` would make of a v2 build).
 
     Returns:
         Row counts: ``{"metadata": n, "flagged": m}``.
@@ -333,6 +433,11 @@ def finalize(
         write_parquet(root / name, frame.loc[rows, cols].reset_index(drop=True), METADATA_SCHEMA)
     if layout in ("v2", "both"):
         (root / S1_DIR).mkdir(exist_ok=True)
+    if layout == "lmdb":  # the archive is the encoded folder: LMDB, parquets, labels43
+        merge_shards(root)
+        labels43 = frame[["patch_id", "labels43"]] if "labels43" in frame else None
+        if labels43 is not None:
+            write_parquet(root / LABELS43, labels43.reset_index(drop=True))
     if layout in ("v1", "both"):
         kept = frame.loc[~flagged_mask & frame["s2v1_name"].notna()]
         for split, name in V1_SPLIT_FILES.items():

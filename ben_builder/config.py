@@ -215,7 +215,9 @@ class RunConfig(_Model):
     name: str
     output: Path
     inputs: Inputs
-    layout: Literal["v2", "v1", "both"] = "v2"
+    layout: Literal["v2", "v1", "both", "lmdb"] = Field(
+        "v2", description="v2 folders, v1 folders, both, or lmdb (straight into the training LMDB)."
+    )
     flags_from_lists: FlagLists | None = None
     countries: CountrySettings | None = None
     sen2cor: Sen2CorSettings | None = None

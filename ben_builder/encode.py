@@ -46,8 +46,8 @@ from ben_builder.tiff import RawLayout
 
 log = logging.getLogger(__name__)
 
-DB = "BigEarthNet.lmdb"
-LABELS43 = "labels43.parquet"
+DB = archive.DB
+LABELS43 = archive.LABELS43
 S1_BANDS = ("VH", "VV")
 REFMAP_SUFFIX = "_reference_map"
 
@@ -253,6 +253,11 @@ def encode_archive(
         return EncodeSummary(len(meta), db, skipped=True)
     s2_root = root / archive.S2_DIR
     if not s2_root.is_dir():
+        if (root / DB).exists():
+            raise ProductNotFoundError(
+                f"{s2_root}: not found; {root} was built with layout lmdb and is already encoded "
+                f"(train on it directly: encoded: {root})"
+            )
         raise ProductNotFoundError(f"{s2_root}: not found; is {root} a BigEarthNet-v2 archive?")
     has_refmaps = (root / archive.REFMAP_DIR).is_dir()
     s1 = _s1_folders(s1_root) if s1_root is not None else {}

@@ -49,7 +49,7 @@ from ben_builder.screen import (
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["v2", "v1", "both"]
+Layout = Literal["v2", "v1", "both", "lmdb"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ class Options:
 
     Attributes:
         clc_path: CLC GeoPackage; ``None`` writes unlabelled patches (no label filtering).
-        layout: ``v2`` (BigEarthNet v2 folders), ``v1`` (v1 folders with JSON labels) or both.
+        layout: ``v2`` (BigEarthNet v2 folders), ``v1`` (v1 folders with JSON labels), both, or
+            ``lmdb`` (no GeoTIFFs: the patches go straight into rico-hdl's LMDB, for training).
         screening: Screening thresholds (defaults from ``data_specs/screening.yaml``).
         verify: Check the product against its ``manifest.safe`` checksums (and zip CRCs) before
             cutting it; a passed check is recorded in ``_parts/<product>.verified.json`` and not
@@ -315,15 +316,49 @@ def _write_patches(
     on_patch: Callable[[int], None] | None,
 ) -> list[dict[str, object]]:
     band_spec = specs.bands()
-    stem = product.stem
     crs = CRS.from_epsg(product.tile.epsg)
     blocks = {b.name: grid.blocks(bands[b.name], b.resolution_m) for b in band_spec.bands}
     code_blocks = grid.blocks(codes, 10) if codes is not None else None
-    res_of = {b.name: b.resolution_m for b in band_spec.bands}
     table_names = (
         bigearthnet.v1_names_of(product.name.name) if options.v1_names == "bigearthnet" else None
     )
     writer = archive.BandWriter(crs, band_spec.resolutions_m, band_spec.patch_size_m)
+    shard = None
+    if options.layout == "lmdb":
+        shard = archive.ShardWriter(archive.shard_path(out_root, product.stem))
+    try:
+        rows = _patch_loop(product, grid, blocks, code_blocks, labels, keep_labels, scr, options,
+                           out_root, s, on_patch, table_names, writer, shard)  # fmt: skip
+    except BaseException:
+        if shard is not None:
+            shard.close(ok=False)
+        raise
+    if shard is not None:
+        shard.close()
+        s.files_written += shard.entries
+    return rows
+
+
+def _patch_loop(
+    product: Product,
+    grid: PatchGrid,
+    blocks: dict[str, np.ndarray],
+    code_blocks: np.ndarray | None,
+    labels: PatchLabels | None,
+    keep_labels: np.ndarray,
+    scr: Screening,
+    options: Options,
+    out_root: Path,
+    s: ProductSummary,
+    on_patch: Callable[[int], None] | None,
+    table_names: dict[tuple[int, int], str] | None,
+    writer: archive.BandWriter,
+    shard: archive.ShardWriter | None,
+) -> list[dict[str, object]]:
+    """Screen, name and write every patch of the grid; the metadata rows of the kept ones."""
+    stem = product.stem
+    crs = CRS.from_epsg(product.tile.epsg)
+    res_of = {b.name: b.resolution_m for b in specs.bands().bands}
     acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
     rows: list[dict[str, object]] = []
     for p in grid:
@@ -350,6 +385,10 @@ def _write_patches(
         s.kept += 1
         c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
         patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
+        if shard is not None:
+            shard.put(patch_id, patch_bands)
+            if code_blocks is not None:
+                shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
         if options.layout in ("v2", "both"):
             folder = archive.patch_dir(out_root, stem, patch_id)
             s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,

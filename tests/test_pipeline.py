@@ -15,7 +15,7 @@ import yaml
 
 from ben_builder import archive
 from ben_builder.config import load_config
-from ben_builder.errors import SpecError
+from ben_builder.errors import ProductNotFoundError, SpecError
 from ben_builder.pipeline import run
 from tests.helpers import digest_tree
 
@@ -467,3 +467,45 @@ def test_synthetic_products_follow_their_recipe(tmp_path, synthetic):
     assert first.stat().st_mtime_ns == mtime  # same recipe and scene: kept
     again = write_product(recipe, scene_for(recipe.tile_id, 1320, 0), tmp_path)
     assert again == first and open_product(again).tile.size_m == 13_200
+
+
+def _lmdb_items(path):
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = list(txn.cursor())
+    env.close()
+    return items
+
+
+def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, synthetic):
+    """layout: lmdb writes no GeoTIFFs; its LMDB equals `encode` of a v2 build, byte for byte."""
+    from ben_builder.encode import encode_archive
+
+    v2 = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "v2")), progress=False)
+    lm = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm", layout="lmdb")),
+             progress=False)  # fmt: skip
+    assert not v2.failures and not lm.failures
+    encode_archive(tmp_path / "v2", tmp_path / "enc")
+    built = _lmdb_items(tmp_path / "lm" / archive.DB)
+    assert built == _lmdb_items(tmp_path / "enc" / archive.DB) and len(built) > 100
+    assert not (tmp_path / "lm" / archive.S2_DIR).exists()
+    assert not any(p.suffix == ".tif" for p in (tmp_path / "lm").rglob("*"))
+    for name in (archive.METADATA, archive.FLAGGED):
+        assert (tmp_path / "lm" / name).read_bytes() == (tmp_path / "v2" / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lm" / archive.LABELS43),
+                                  pd.read_parquet(tmp_path / "enc" / archive.LABELS43))  # fmt: skip
+    # deterministic: one worker gives the same files; a re-run skips and changes nothing
+    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm1", layout="lmdb",
+                                  n_workers=1)), progress=False)  # fmt: skip
+    assert not one.failures
+    assert digest_tree(tmp_path / "lm1") == digest_tree(tmp_path / "lm")
+    again = run(load_config(tmp_path / "lm.yaml"), progress=False)
+    assert all(r.summary and r.summary["skipped"] for r in again.results)
+    assert digest_tree(tmp_path / "lm1") == digest_tree(tmp_path / "lm")
+    with pytest.raises(ProductNotFoundError, match="already encoded"):
+        encode_archive(tmp_path / "lm", tmp_path / "enc2")
+    data = pytest.importorskip("ben_builder.train.data")  # training reads the archive as it is
+    ds = data.EncodedPatches(tmp_path / "lm", "train", 43, ("B02", "B8A", "B09"))
+    assert len(ds) > 0 and ds[0]["x20"].shape == (1, 60, 60)
