@@ -161,6 +161,21 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def shard_writer(path: Path | None) -> Iterator[ShardWriter | None]:
+    """A :class:`ShardWriter` for ``path`` (None: no shard), kept only if the block succeeds."""
+    if path is None:
+        yield None
+        return
+    shard = ShardWriter(path)
+    try:
+        yield shard
+    except BaseException:
+        shard.close(ok=False)
+        raise
+    shard.close()
+
+
 def merge_shards(root: Path) -> int:
     """Merge every product's shard into ``<root>/BigEarthNet.lmdb``, keys in sorted order.
 

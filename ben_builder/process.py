@@ -323,108 +323,78 @@ def _write_patches(
         bigearthnet.v1_names_of(product.name.name) if options.v1_names == "bigearthnet" else None
     )
     writer = archive.BandWriter(crs, band_spec.resolutions_m, band_spec.patch_size_m)
-    shard = None
-    if options.layout == "lmdb":
-        shard = archive.ShardWriter(archive.shard_path(out_root, product.stem))
-    try:
-        rows = _patch_loop(product, grid, blocks, code_blocks, labels, keep_labels, scr, options,
-                           out_root, s, on_patch, table_names, writer, shard)  # fmt: skip
-    except BaseException:
-        if shard is not None:
-            shard.close(ok=False)
-        raise
-    if shard is not None:
-        shard.close()
-        s.files_written += shard.entries
-    return rows
-
-
-def _patch_loop(
-    product: Product,
-    grid: PatchGrid,
-    blocks: dict[str, np.ndarray],
-    code_blocks: np.ndarray | None,
-    labels: PatchLabels | None,
-    keep_labels: np.ndarray,
-    scr: Screening,
-    options: Options,
-    out_root: Path,
-    s: ProductSummary,
-    on_patch: Callable[[int], None] | None,
-    table_names: dict[tuple[int, int], str] | None,
-    writer: archive.BandWriter,
-    shard: archive.ShardWriter | None,
-) -> list[dict[str, object]]:
-    """Screen, name and write every patch of the grid; the metadata rows of the kept ones."""
+    res_of = {b.name: b.resolution_m for b in band_spec.bands}
     stem = product.stem
-    crs = CRS.from_epsg(product.tile.epsg)
-    res_of = {b.name: b.resolution_m for b in specs.bands().bands}
-    acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
-    rows: list[dict[str, object]] = []
-    for p in grid:
-        s.candidates += 1
-        if on_patch is not None:
-            on_patch(1)
-        if scr.drop_nodata[p.y, p.x]:
-            s.dropped_nodata += 1
-            continue
-        if not keep_labels[p.y, p.x]:
-            s.dropped_unlabeled += 1
-            continue
-        patch_id = p.name(stem)
-        if table_names is not None:
-            s2v1 = table_names.get((p.x, p.y))
-            if s2v1 is None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
-                s.dropped_not_in_v1 += 1
+    shard_path = archive.shard_path(out_root, stem) if options.layout == "lmdb" else None
+    with archive.shard_writer(shard_path) as shard:
+        acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
+        rows: list[dict[str, object]] = []
+        for p in grid:
+            s.candidates += 1
+            if on_patch is not None:
+                on_patch(1)
+            if scr.drop_nodata[p.y, p.x]:
+                s.dropped_nodata += 1
                 continue
-        else:
-            s2v1 = v1_name(product, p.x, p.y)
-        cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
-        s.flagged_cloud_or_shadow += cs
-        s.flagged_snow += sn
-        s.kept += 1
-        c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
-        patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
-        if shard is not None:
-            shard.put(patch_id, patch_bands)
-            if code_blocks is not None:
-                shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
-        if options.layout in ("v2", "both"):
-            folder = archive.patch_dir(out_root, stem, patch_id)
-            s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
-                                            p.uly_m)  # fmt: skip
-            if code_blocks is not None:
-                ref = archive.refmap_path(out_root, stem, patch_id)
-                ref.parent.mkdir(parents=True, exist_ok=True)
-                s.files_written += archive.write_geotiff(
-                    ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
-                )
-        if options.layout in ("v1", "both"):
-            folder = out_root / archive.V1_DIR / s2v1
-            s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m, p.uly_m)
-            meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
-            archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
-        rows.append(
-            {
-                "patch_id": patch_id,
-                "labels": c19,
-                "split": split_for(p, product.tile),
-                "country": None,
-                "s1_name": None,
-                "s2v1_name": s2v1,
-                "contains_seasonal_snow": sn,
-                "contains_cloud_or_shadow": cs,
-                "flagged": (cs or sn) and options.screening.exclude_flagged,
-                "labels43": c43,
-                "product": product.name.name,
-                "tile_id": product.name.tile_id,
-                "x": p.x,
-                "y": p.y,
-                "epsg": product.tile.epsg,
-                "ulx_m": p.ulx_m,
-                "uly_m": p.uly_m,
-            }
-        )
+            if not keep_labels[p.y, p.x]:
+                s.dropped_unlabeled += 1
+                continue
+            patch_id = p.name(stem)
+            if table_names is not None:
+                s2v1 = table_names.get((p.x, p.y))
+                if s2v1 is None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
+                    s.dropped_not_in_v1 += 1
+                    continue
+            else:
+                s2v1 = v1_name(product, p.x, p.y)
+            cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
+            s.flagged_cloud_or_shadow += cs
+            s.flagged_snow += sn
+            s.kept += 1
+            c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
+            patch_bands = {name: blk[p.y, p.x] for name, blk in blocks.items()}
+            if shard is not None:
+                shard.put(patch_id, patch_bands)
+                if code_blocks is not None:
+                    shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
+            if options.layout in ("v2", "both"):
+                folder = archive.patch_dir(out_root, stem, patch_id)
+                s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
+                                                p.uly_m)  # fmt: skip
+                if code_blocks is not None:
+                    ref = archive.refmap_path(out_root, stem, patch_id)
+                    ref.parent.mkdir(parents=True, exist_ok=True)
+                    s.files_written += archive.write_geotiff(
+                        ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
+                    )
+            if options.layout in ("v1", "both"):
+                folder = out_root / archive.V1_DIR / s2v1
+                s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m, p.uly_m)
+                meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
+                archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
+            rows.append(
+                {
+                    "patch_id": patch_id,
+                    "labels": c19,
+                    "split": split_for(p, product.tile),
+                    "country": None,
+                    "s1_name": None,
+                    "s2v1_name": s2v1,
+                    "contains_seasonal_snow": sn,
+                    "contains_cloud_or_shadow": cs,
+                    "flagged": (cs or sn) and options.screening.exclude_flagged,
+                    "labels43": c43,
+                    "product": product.name.name,
+                    "tile_id": product.name.tile_id,
+                    "x": p.x,
+                    "y": p.y,
+                    "epsg": product.tile.epsg,
+                    "ulx_m": p.ulx_m,
+                    "uly_m": p.uly_m,
+                }
+            )
+    if shard is not None:  # entries, for this layout
+        s.files_written += shard.entries
     return rows
 
 
