@@ -496,7 +496,7 @@ def download(manifest: Path, backend: str, api_url: str | None, catalogue_url: s
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None,
-    help="Reading processes (default: one per core); the output does not depend on it.",
+    help="Reading processes (default 1); the output does not depend on it.",
 )  # fmt: skip
 def encode(archive_root: Path, out: Path, s1_root: Path | None, workers: int | None) -> None:
     """Encode a BigEarthNet-v2-layout archive (ours or the official one) in rico-hdl's layout.

@@ -93,11 +93,13 @@ class PatchReader:
 
     MAX_LAYOUTS = 32  # per data type: band sizes and reference maps of a few products
 
+    KEY_BYTES = 96  # a GDAL file's first IFD entries (size, type, compression): picks layouts
+
     def __init__(self) -> None:
-        self.layouts: dict[str, list[RawLayout]] = {}
+        self.layouts: dict[tuple[bytes, str], list[RawLayout]] = {}
         self.raw = self.decoded = 0
 
-    def __call__(self, path: Path, dtype: type) -> np.ndarray:
+    def __call__(self, path: Path | str, dtype: type) -> np.ndarray:
         """The pixels of ``path``.
 
         Raises:
@@ -105,21 +107,22 @@ class PatchReader:
             ProductFormatError: not a readable single-band TIFF of ``dtype``.
         """
         try:
-            buf = path.read_bytes()
+            with open(path, "rb") as f:
+                buf = f.read()
         except FileNotFoundError as exc:
             raise ProductNotFoundError(
                 f"{path}: missing; the archive is incomplete (every patch of the metadata needs "
                 "its files)"
             ) from exc
-        known = self.layouts.setdefault(np.dtype(dtype).str, [])
+        known = self.layouts.setdefault((buf[: self.KEY_BYTES], dtype.__name__), [])
         for i, layout in enumerate(known):
             data = layout.read(buf)
             if data is not None:
                 self.raw += 1
-                if i:  # most recently used first: files come in the same order per patch
+                if i:  # most recently used first
                     known.insert(0, known.pop(i))
                 return data
-        data, page = _decode(buf, path, dtype)
+        data, page = _decode(buf, Path(path), dtype)
         self.decoded += 1
         learnt = RawLayout.learn(buf, data, page)
         if learnt is not None:
@@ -166,7 +169,7 @@ def _encode_chunk(job: _Job, rows: list[tuple[str, str | None]]) -> _ChunkResult
     for patch_id, s1_name in rows:
         product = product_of(patch_id)
         folder = os.path.join(job.s2_root, product, patch_id, patch_id)
-        arrays = {b: read(Path(f"{folder}_{b}.tif"), np.uint16) for b in bands}
+        arrays = {b: read(f"{folder}_{b}.tif", np.uint16) for b in bands}
         items.append((patch_id.encode(), save(arrays)))
         if job.refmap_root is not None:
             ref = read(archive.refmap_path(Path(job.refmap_root), product, patch_id), np.uint16)
@@ -174,7 +177,7 @@ def _encode_chunk(job: _Job, rows: list[tuple[str, str | None]]) -> _ChunkResult
             refmaps += 1
         if s1_name is not None:
             base = os.path.join(job.s1_folders[s1_name], s1_name)
-            s1_arrays = {b: read(Path(f"{base}_{b}.tif"), np.float32) for b in S1_BANDS}
+            s1_arrays = {b: read(f"{base}_{b}.tif", np.float32) for b in S1_BANDS}
             items.append((s1_name.encode(), save(s1_arrays)))
             s1 += 1
     return _ChunkResult(items, len(rows), refmaps, s1, read.raw - raw, read.decoded - decoded)
@@ -240,8 +243,10 @@ def encode_archive(
         out: Output folder (the LMDB and the metadata beside it).
         s1_root: Optional ``BigEarthNet-S1`` folder; each patch's ``s1_name`` is encoded.
         on_patch: Called with the number of patches encoded (progress).
-        workers: Reading processes (default: one per core); the LMDB is written by this one,
-            in the metadata's order, so the output does not depend on it.
+        workers: Reading processes (default 1: on the 2-core build machine, two processes were
+            slower on the demo's 1,922 patches, the LMDB writes of this process being the
+            limit); the LMDB is written by this one, in the metadata's order, so the output does
+            not depend on it.
 
     Re-running with the output complete does nothing.
     """
@@ -285,7 +290,7 @@ def encode_archive(
     job = _Job(str(s2_root), str(root) if has_refmaps else None,
                {n: str(p) for n, p in s1.items()})  # fmt: skip
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
+    workers = max(1, min(workers or 1, len(chunks)))
     refmaps = s1_count = raw = decoded = 0
     try:
         with _chunk_results(job, chunks, workers) as results:

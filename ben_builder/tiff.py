@@ -140,6 +140,7 @@ class RawLayout:
     shape: tuple[int, int]
     dtype: np.dtype
     decode: Any  # tifffile's decoder for the learnt page; None: uncompressed
+    shared: tuple[tuple[int, int], ...]  # header ranges every file of the layout has alike
 
     @classmethod
     def learn(cls, buf: bytes, pixels: np.ndarray, page: Any) -> RawLayout | None:
@@ -164,20 +165,23 @@ class RawLayout:
             tie = None
         decode = page.decode if int(page.compression) != 1 else None
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-        layout = cls(bytes(header), off, cnt, tie, shape, pixels.dtype.newbyteorder("<"), decode)
+        holes = [(pos, pos + _TYPE_SIZES[typ] * count) for typ, count, pos in (off, cnt)]
+        holes += [(tie + 24, tie + 40)] if tie is not None else []
+        shared, start = [], 0
+        for a, b in sorted(holes):
+            shared += [(start, a)] if a > start else []
+            start = max(start, b)
+        shared.append((start, len(header)))
+        layout = cls(bytes(header), off, cnt, tie, shape, pixels.dtype.newbyteorder("<"), decode,
+                     tuple(shared))  # fmt: skip
         got = layout.read(buf)
         return layout if got is not None and np.array_equal(got, pixels) else None
 
     def _same_header(self, buf: bytes) -> bool:
-        start = len(self.header)
-        if len(buf) <= start:
+        if len(buf) <= len(self.header):
             return False
-        masked = bytearray(buf[:start])
-        for typ, count, pos in (self.offsets, self.counts):
-            masked[pos : pos + _TYPE_SIZES[typ] * count] = bytes(_TYPE_SIZES[typ] * count)
-        if self.tie is not None:
-            masked[self.tie + 24 : self.tie + 40] = bytes(16)
-        return bytes(masked) == self.header
+        mv, header = memoryview(buf), self.header
+        return all(mv[a:b] == header[a:b] for a, b in self.shared)
 
     def read(self, buf: bytes) -> np.ndarray | None:
         """The pixels of ``buf`` if it has this layout, else None."""

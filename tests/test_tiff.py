@@ -83,7 +83,8 @@ def test_encoder_reads_raw_only_files_laid_out_like_a_decoded_one(tmp_path):
     assert read.raw == raw + 1
     # a learnt layout refuses a file that differs outside the corner, or a cut file
     buf = paths[0].read_bytes()
-    layout = next(lay for lay in read.layouts[np.dtype(np.uint16).str] if lay.read(buf) is not None)
+    layouts = [lay for known in read.layouts.values() for lay in known]
+    layout = next(lay for lay in layouts if lay.read(buf) is not None)
     assert layout.read(buf[:-2]) is None
     other = bytearray(buf)
     other[10] ^= 0xFF
