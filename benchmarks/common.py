@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import rasterio
 
 from ben_builder.synth.products import ProductRecipe
@@ -40,6 +41,42 @@ def full_size_clc(size_px: int = FULL_PX) -> Path:
     if not clc.exists():
         write_clc([scene_for("T33UUP", size_px, 0)], clc_dir)
     return clc
+
+
+def hard_clc(size_px: int = FULL_PX, vertices: int = 300, marine_vertices: int = 500_000) -> Path:
+    """Write (once) and return a CLC of realistic complexity for the benchmark tile.
+
+    The simple CLC's polygons densified to about ``vertices`` vertices each, plus one marine
+    polygon (Sea and ocean, 523) of about ``marine_vertices`` vertices covering the tile's
+    south-west quarter, as a real coastline polygon does; same layer and fields.
+    """
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+
+    simple = full_size_clc(size_px)
+    out_dir = CACHE / f"{size_px}px" / "clc_hard"
+    out = out_dir / simple.name
+    if out.exists():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layer = pyogrio.list_layers(simple)[0][0]
+    frame = gpd.read_file(simple, layer=layer)
+    lengths = shapely.length(frame.geometry.values)
+    frame["geometry"] = shapely.segmentize(frame.geometry.values, lengths / vertices)
+    x0, y0, x1, y1 = frame.total_bounds
+    quarter = shapely.box(x0, y0, (x0 + x1) / 2, (y0 + y1) / 2)
+    marine = shapely.segmentize(quarter, quarter.length / marine_vertices)
+    from ben_builder import specs
+
+    row = frame.iloc[[0]].copy()
+    row[specs.clc().source.code_field] = "523"
+    row["geometry"] = [shapely.MultiPolygon([marine])]
+    frame = gpd.GeoDataFrame(pd.concat([frame, row], ignore_index=True), crs=frame.crs)
+    tmp = out.with_name(out.name + ".partial")
+    frame.to_file(tmp, layer=layer, driver="GPKG")
+    tmp.rename(out)
+    return out
 
 
 def bare_decode(product: Path) -> dict[str, Any]:
