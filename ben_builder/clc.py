@@ -124,7 +124,7 @@ def read_clc(path: Path, tile: TileGeometry, spec: ClcSpec) -> gpd.GeoDataFrame:
 
 
 def rasterize_codes(
-    polygons: gpd.GeoDataFrame, tile: TileGeometry, no_polygon: int, strip_px: int = 512
+    polygons: gpd.GeoDataFrame, tile: TileGeometry, no_polygon: int, strip_px: int = 32
 ) -> np.ndarray:
     """CLC code of every 10 m pixel of the tile (pixel-centre rule); ``no_polygon`` elsewhere.
 
@@ -132,7 +132,9 @@ def rasterize_codes(
     GDAL's scanline fill walks every edge of a polygon for each row it covers, so clipping keeps
     the cost proportional to the edges near each row (and it does not depend on GDAL_CACHEMAX,
     which makes a whole-tile call up to 50x slower). Strip edges fall on pixel edges, so no pixel
-    centre moves.
+    centre moves. Thin strips pay for themselves: on a full tile, rasterizing the densified CLC
+    (~300 vertices per polygon and a 500,000-vertex marine polygon) took 10.0 s in 512-row
+    strips and 4.5 s in 32-row ones (the simple CLC: 3.0 s and 1.7 s), same pixels.
     """
     n = tile.size_px(10)
     out = np.full((n, n), no_polygon, np.uint16)

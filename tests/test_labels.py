@@ -204,7 +204,7 @@ def test_strip_rasterization_equals_whole_tile(synthetic):
     tile = TileGeometry(epsg=32633, ulx_m=300000, uly_m=5400000, size_m=12600)
     frame = read_clc(synthetic.clc, tile, specs.clc())
     whole = rasterize_codes(frame, tile, 999, strip_px=tile.size_px(10))
-    for strip in (7, 100, 512):
+    for strip in (7, 32, 100, 512):
         np.testing.assert_array_equal(rasterize_codes(frame, tile, 999, strip_px=strip), whole)
 
 
