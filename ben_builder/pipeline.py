@@ -167,7 +167,7 @@ def product_task(
         _pin_to_worker_cores(threads)
     try:
         with rasterio.Env(**{**GDAL_OPTIONS, "GDAL_NUM_THREADS": threads}):
-            s = process_product(path, out_root, options, threads=threads)
+            s = process_product(path, out_root, options)
         digest = None
         if with_checksum:  # hashed once per product; a re-run reads the recorded digest
             stem = ProductName.parse(name).stem

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from shapely.geometry import Polygon
 
 from ben_builder import archive, bigearthnet, provenance, specs
 from ben_builder.clc import rasterize_codes, read_clc
-from ben_builder.grid import Patch, PatchGrid, split_for
+from ben_builder.grid import PatchGrid, split_for
 from ben_builder.labels import PatchLabels, label_patches
 from ben_builder.safe import (
     Product,
@@ -179,7 +178,6 @@ def process_product(
     out_root: str | Path,
     options: Options | None = None,
     on_patch: Callable[[int], None] | None = None,
-    threads: int = 1,
 ) -> ProductSummary:
     """Turn one product into patches in the archive under ``out_root``.
 
@@ -191,8 +189,6 @@ def process_product(
         out_root: Archive root.
         options: Processing options.
         on_patch: Called with the number of patches just handled (for progress bars).
-        threads: Threads writing the patch files (more than 1 when the run has spare cores);
-            the files and their bytes do not depend on it.
 
     Returns:
         Counts per screening outcome and timings per stage.
@@ -259,7 +255,7 @@ def process_product(
         )
     with stages("write"):
         rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
-                              out_root, s, on_patch, threads)  # fmt: skip
+                              out_root, s, on_patch)  # fmt: skip
     if s.kept == 0:
         s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
     for w in s.warnings:  # data in the summary; the CLI and the run report print them once
@@ -306,19 +302,6 @@ def _verified(path: Path, record: Path) -> dict[str, Any]:
     return result
 
 
-@contextmanager
-def _shut_down_on_exit(pool: ThreadPoolExecutor | None) -> Iterator[None]:
-    """Wait for (or, after an error, cancel) a write pool's remaining work."""
-    try:
-        yield
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    if pool is not None:
-        pool.shutdown(wait=True)
-
-
 def _write_patches(
     product: Product,
     grid: PatchGrid,
@@ -331,7 +314,6 @@ def _write_patches(
     out_root: Path,
     s: ProductSummary,
     on_patch: Callable[[int], None] | None,
-    threads: int = 1,
 ) -> list[dict[str, object]]:
     band_spec = specs.bands()
     crs = CRS.from_epsg(product.tile.epsg)
@@ -344,30 +326,8 @@ def _write_patches(
     res_of = {b.name: b.resolution_m for b in band_spec.bands}
     stem = product.stem
     shard_path = archive.shard_path(out_root, stem) if options.layout == "lmdb" else None
-    acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
-
-    def write_files(patch_id: str, s2v1: str, patch_bands: dict[str, np.ndarray],
-                    code_block: np.ndarray | None, p: Patch, c43: list[str]) -> int:  # fmt: skip
-        """One patch's files in the GeoTIFF layouts; how many were written."""
-        n = 0
-        if options.layout in ("v2", "both"):
-            folder = archive.patch_dir(out_root, stem, patch_id)
-            n += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m, p.uly_m)
-            if code_block is not None:
-                ref = archive.refmap_path(out_root, stem, patch_id)
-                ref.parent.mkdir(parents=True, exist_ok=True)
-                n += archive.write_geotiff(ref, code_block, crs, p.transform(10),
-                                           compress="deflate")  # fmt: skip
-        if options.layout in ("v1", "both"):
-            folder = out_root / archive.V1_DIR / s2v1
-            n += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m, p.uly_m)
-            meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
-            archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
-        return n
-
-    pool = ThreadPoolExecutor(threads) if threads > 1 and options.layout != "lmdb" else None
-    pending: list[Future[int]] = []
-    with archive.shard_writer(shard_path) as shard, _shut_down_on_exit(pool):
+    with archive.shard_writer(shard_path) as shard:
+        acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
         rows: list[dict[str, object]] = []
         for p in grid:
             s.candidates += 1
@@ -397,15 +357,21 @@ def _write_patches(
                 shard.put(patch_id, patch_bands)
                 if code_blocks is not None:
                     shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
-            code_block = code_blocks[p.y, p.x] if code_blocks is not None else None
-            if pool is None:
-                s.files_written += write_files(patch_id, s2v1, patch_bands, code_block, p, c43)
-            else:
-                pending.append(
-                    pool.submit(write_files, patch_id, s2v1, patch_bands, code_block, p, c43)
-                )
-                while len(pending) > 4 * threads:  # bounded: the blocks are views, not copies
-                    s.files_written += pending.pop(0).result()
+            if options.layout in ("v2", "both"):
+                folder = archive.patch_dir(out_root, stem, patch_id)
+                s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
+                                                p.uly_m)  # fmt: skip
+                if code_blocks is not None:
+                    ref = archive.refmap_path(out_root, stem, patch_id)
+                    ref.parent.mkdir(parents=True, exist_ok=True)
+                    s.files_written += archive.write_geotiff(
+                        ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
+                    )
+            if options.layout in ("v1", "both"):
+                folder = out_root / archive.V1_DIR / s2v1
+                s.files_written += writer.write(folder, s2v1, patch_bands, res_of, p.ulx_m, p.uly_m)
+                meta = archive.v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
+                archive.write_json(folder / f"{s2v1}_labels_metadata.json", meta)
             rows.append(
                 {
                     "patch_id": patch_id,
@@ -427,8 +393,6 @@ def _write_patches(
                     "uly_m": p.uly_m,
                 }
             )
-        for fut in pending:  # the patch files all written (or the first error raised) in order
-            s.files_written += fut.result()
     if shard is not None:  # entries, for this layout
         s.files_written += shard.entries
     return rows

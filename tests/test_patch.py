@@ -184,13 +184,3 @@ def test_v1_layout_writes_json_labels(synthetic, tmp_path):
     assert f.name.startswith("S2B_MSIL2A_20170812T101021_")  # v1 names say MSIL2A
     with rasterio.open(f / f"{f.name}_B02.tif") as ds:
         assert ds.transform.c == c["ulx"] and ds.transform.f == c["uly"]
-
-
-def test_write_threads_give_the_same_files(synthetic, tmp_path):
-    """Spare cores write patch files concurrently: the same files, bytes and counts."""
-    r = synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00")
-    opts = Options(clc_path=synthetic.clc, layout="both")
-    one = process_product(synthetic.path_of(r), tmp_path / "one", opts)
-    three = process_product(synthetic.path_of(r), tmp_path / "three", opts, threads=3)
-    assert one.files_written == three.files_written > 1000
-    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "three")
