@@ -117,6 +117,14 @@ def shard_path(root: Path, product_stem: str) -> Path:
     return root / PARTS_DIR / f"{product_stem}{SHARD_SUFFIX}"
 
 
+def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """One LMDB value of rico-hdl's layout: ``arrays`` as safetensors (``encode`` and shards).
+
+    safetensors takes an array's buffer as it lies, so views (patch blocks) are made dense.
+    """
+    return safetensors_save({name: np.ascontiguousarray(a) for name, a in arrays.items()})
+
+
 SHARD_MAP_SIZE = 1 << 33  # 8 GiB of address space (a tile's ~8,300 patches need ~1.6 GB)
 
 
@@ -140,9 +148,7 @@ class ShardWriter:
 
     def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         """Store ``arrays`` (safetensors) under ``key``."""
-        # safetensors takes an array's buffer as it lies: patch blocks are strided views
-        dense = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-        self.txn.put(key.encode(), safetensors_save(dense))
+        self.txn.put(key.encode(), safetensors_bytes(arrays))
         self.entries += 1
 
     def close(self, ok: bool = True) -> None:

@@ -38,7 +38,6 @@ import lmdb
 import numpy as np
 import pandas as pd
 import tifffile
-from safetensors.numpy import save
 
 from ben_builder import archive, specs
 from ben_builder.errors import ProductFormatError, ProductNotFoundError
@@ -83,12 +82,12 @@ def _decode(buf: bytes, path: Path, dtype: type) -> tuple[np.ndarray, Any]:
 
 
 class PatchReader:
-    """Reads patch GeoTIFFs: a file laid out like one already decoded is read as raw bytes.
+    """Reads patch GeoTIFFs: a file laid out like one already decoded is cut from its bytes.
 
-    The first file of each layout (a product's band size) is decoded by tifffile and its layout
-    learnt (:class:`ben_builder.tiff.RawLayout`); the files that share it (every byte before the
-    pixels but the tiepoint's corner, and the length) are sliced directly, about 30x faster. Any
-    other file (another writer, compressed, big-endian) goes through tifffile.
+    The first file of each layout (a product's band size, its reference maps) is decoded by
+    tifffile and its layout learnt (:class:`ben_builder.tiff.RawLayout`); the files that share
+    it are read without parsing (uncompressed strips sliced, deflated ones decoded by the learnt
+    page's codec). Any other file (another writer, tiled, big-endian) goes through tifffile.
     """
 
     MAX_LAYOUTS = 32  # per data type: band sizes and reference maps of a few products
@@ -170,15 +169,17 @@ def _encode_chunk(job: _Job, rows: list[tuple[str, str | None]]) -> _ChunkResult
         product = product_of(patch_id)
         folder = os.path.join(job.s2_root, product, patch_id, patch_id)
         arrays = {b: read(f"{folder}_{b}.tif", np.uint16) for b in bands}
-        items.append((patch_id.encode(), save(arrays)))
+        items.append((patch_id.encode(), archive.safetensors_bytes(arrays)))
         if job.refmap_root is not None:
             ref = read(archive.refmap_path(Path(job.refmap_root), product, patch_id), np.uint16)
-            items.append((f"{patch_id}{REFMAP_SUFFIX}".encode(), save({"Data": ref})))
+            items.append(
+                (f"{patch_id}{REFMAP_SUFFIX}".encode(), archive.safetensors_bytes({"Data": ref}))
+            )
             refmaps += 1
         if s1_name is not None:
             base = os.path.join(job.s1_folders[s1_name], s1_name)
             s1_arrays = {b: read(f"{base}_{b}.tif", np.float32) for b in S1_BANDS}
-            items.append((s1_name.encode(), save(s1_arrays)))
+            items.append((s1_name.encode(), archive.safetensors_bytes(s1_arrays)))
             s1 += 1
     return _ChunkResult(items, len(rows), refmaps, s1, read.raw - raw, read.decoded - decoded)
 
@@ -276,12 +277,12 @@ def encode_archive(
     # synced once at the end (a crash leaves only the .partial folder, removed on the next run)
     env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False,
                     sync=False)  # fmt: skip
-    s1_names = meta["s1_name"] if s1_root is not None and "s1_name" in meta else None
+    use_s1 = s1_root is not None and "s1_name" in meta
+    s1_names = meta["s1_name"] if use_s1 else pd.Series(None, index=meta.index, dtype=object)
     rows: list[tuple[str, str | None]] = [
-        (str(patch_id), s1_names.iloc[k] if s1_names is not None
-         and isinstance(s1_names.iloc[k], str) and s1_names.iloc[k] else None)
-        for k, patch_id in enumerate(meta["patch_id"])
-    ]  # fmt: skip
+        (str(patch_id), s1_name if isinstance(s1_name, str) and s1_name else None)
+        for patch_id, s1_name in zip(meta["patch_id"], s1_names, strict=True)
+    ]
     for patch_id, s1_name in rows:
         if s1_name is not None and s1_name not in s1:
             raise ProductNotFoundError(

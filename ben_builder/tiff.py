@@ -133,14 +133,13 @@ class RawLayout:
     byte is not read here.
     """
 
-    header: bytes  # the learnt file's bytes before its strips, variable values zeroed
+    header: bytes  # the learnt file's bytes before its strips
     offsets: tuple[int, int, int]  # (type, count, position) of StripOffsets
     counts: tuple[int, int, int]  # (type, count, position) of StripByteCounts
-    tie: int | None  # position of the ModelTiepoint values, if any
     shape: tuple[int, int]
     dtype: np.dtype
     decode: Any  # tifffile's decoder for the learnt page; None: uncompressed
-    shared: tuple[tuple[int, int], ...]  # header ranges every file of the layout has alike
+    shared: tuple[tuple[int, int], ...]  # header ranges outside the values that vary per file
 
     @classmethod
     def learn(cls, buf: bytes, pixels: np.ndarray, page: Any) -> RawLayout | None:
@@ -154,26 +153,22 @@ class RawLayout:
             cnt = _ifd_values(buf, TAG_STRIP_BYTE_COUNTS)
         except (TemplateError, struct.error, KeyError):
             return None
-        header = bytearray(buf[: _read_ints(buf, *off)[0]])
-        for typ, count, pos in (off, cnt):
-            header[pos : pos + _TYPE_SIZES[typ] * count] = bytes(_TYPE_SIZES[typ] * count)
-        tie: int | None
-        try:
-            _, _, tie = _ifd_values(buf, TAG_MODEL_TIEPOINT)
-            header[tie + 24 : tie + 40] = bytes(16)
-        except TemplateError:
-            tie = None
-        decode = page.decode if int(page.compression) != 1 else None
-        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        strips_at = _read_ints(buf, *off)[0]
         holes = [(pos, pos + _TYPE_SIZES[typ] * count) for typ, count, pos in (off, cnt)]
-        holes += [(tie + 24, tie + 40)] if tie is not None else []
+        try:
+            tie = _ifd_values(buf, TAG_MODEL_TIEPOINT)[2]
+            holes.append((tie + 24, tie + 40))  # the corner (x, y) of the tiepoint
+        except TemplateError:
+            pass
         shared, start = [], 0
         for a, b in sorted(holes):
             shared += [(start, a)] if a > start else []
             start = max(start, b)
-        shared.append((start, len(header)))
-        layout = cls(bytes(header), off, cnt, tie, shape, pixels.dtype.newbyteorder("<"), decode,
-                     tuple(shared))  # fmt: skip
+        shared.append((start, strips_at))
+        decode = page.decode if int(page.compression) != 1 else None
+        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        layout = cls(bytes(buf[:strips_at]), off, cnt, shape, pixels.dtype.newbyteorder("<"),
+                     decode, tuple(shared))  # fmt: skip
         got = layout.read(buf)
         return layout if got is not None and np.array_equal(got, pixels) else None
 

@@ -194,8 +194,11 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 def _load_for_eval(
     checkpoint: Path, device: torch.device, encoded: Path | None, bands: tuple[str, ...] | None,
     class_order: str | None, norm_samples: int,
-) -> tuple[TrainConfig, nn.Module, BandStats, list[dict[str, float]]]:  # fmt: skip
-    """Configuration, model, band statistics and history of a checkpoint, ours or foreign."""
+) -> tuple[TrainConfig, nn.Module, BandStats | None, list[dict[str, float]]]:  # fmt: skip
+    """Configuration, model, band statistics and history of a checkpoint, ours or foreign.
+
+    A foreign model's statistics are None: the caller computes them from the train split.
+    """
     ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
     if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt:  # written by train()
         if "bands" not in ckpt:
@@ -235,10 +238,7 @@ def _load_for_eval(
                       num_workers=0)  # fmt: skip
     model = resnet50(n_in, n_out)
     model.load_state_dict(state)
-    train_ds = EncodedPatches(encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
-    used = min(norm_samples, len(train_ds))
-    log.info("%s: band mean/std from %d train patches", checkpoint, used)
-    return cfg, model, band_stats(train_ds, norm_samples, cfg.seed), []
+    return cfg, model, None, []
 
 
 def evaluate(
@@ -271,10 +271,14 @@ def evaluate(
     out = out or checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device)
+    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
+    if stats is None:
+        used = min(norm_samples, len(train_ds))
+        log.info("%s: band mean/std from %d train patches", checkpoint, used)
+        stats = band_stats(train_ds, norm_samples, cfg.seed)
     tf = DeviceTransform(stats, cfg.resample, device, cfg.bands)
     ds = EncodedPatches(cfg.encoded, split, cfg.classes, cfg.bands, cfg.class_order)
     scores, targets = predict(model, cfg, tf, _loader(ds, cfg, False, cfg.seed), device)
-    train_ds = EncodedPatches(cfg.encoded, "train", cfg.classes, cfg.bands, cfg.class_order)
     prior = np.broadcast_to(train_ds.targets.mean(axis=0), targets.shape)
     results = {"model": all_metrics(targets, scores),
                "baseline_train_frequencies": all_metrics(targets, prior)}  # fmt: skip
