@@ -43,6 +43,7 @@ SHARD_SUFFIX = ".mdb"  # a product's LMDB shard in _parts/ (layout lmdb)
 V1_SPLIT_FILES = {"train": "bigearthnet-train.csv", "validation": "bigearthnet-val.csv",
                   "test": "bigearthnet-test.csv"}  # fmt: skip
 REFMAP_DIR = "Reference_Maps"
+REFMAP_RESOLUTION_M = 10  # reference maps are at the 10 m grid of the patch
 PARTS_DIR = "_parts"
 METADATA = "metadata.parquet"
 FLAGGED = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
@@ -349,23 +350,34 @@ def write_bytes(path: Path, data: bytes) -> int:
 
 
 class BandWriter:
-    """Writes the uncompressed uint16 band GeoTIFFs of one product's patches.
+    """Writes the patch GeoTIFFs of one product: uncompressed uint16 bands, deflated maps.
 
-    Uses a GDAL-made byte template per resolution (:mod:`ben_builder.tiff`); if GDAL's layout
-    does not suit a template, every file is written through rasterio instead.
+    Uses a GDAL-made byte template per resolution, and one for the 10 m reference maps
+    (:mod:`ben_builder.tiff`); if GDAL's layout does not suit a template, those files are written
+    through rasterio instead.
     """
 
     def __init__(self, crs: CRS, resolutions_m: Sequence[int], patch_size_m: int) -> None:
         self.crs = crs
-        self.templates: dict[int, GeoTiffTemplate] = {}
-        for res in resolutions_m:
+        self.templates: dict[tuple[int, str | None], GeoTiffTemplate] = {}
+        kinds = [(res, None) for res in resolutions_m] + [(REFMAP_RESOLUTION_M, "deflate")]
+        for res, compress in kinds:
             n = patch_size_m // res
             try:
-                self.templates[res] = GeoTiffTemplate.build((n, n), "uint16", crs, res)
+                self.templates[res, compress] = GeoTiffTemplate.build(
+                    (n, n), "uint16", crs, res, compress=compress
+                )
             except TemplateError as exc:
-                log.warning("GeoTIFF template unavailable (%s); writing through rasterio", exc)
-                self.templates.clear()
-                break
+                log.warning("GeoTIFF template (%s m, %s) unavailable (%s); writing through "
+                            "rasterio", res, compress or "uncompressed", exc)  # fmt: skip
+
+    def _write(self, path: Path, arr: np.ndarray, res: int, compress: str | None, ulx: float,
+               uly: float) -> int:  # fmt: skip
+        template = self.templates.get((res, compress))
+        if template is None:
+            transform = Affine(res, 0.0, ulx, 0.0, -res, uly)
+            return write_geotiff(path, arr, self.crs, transform, compress)
+        return write_bytes(path, template.render(arr, ulx, uly))
 
     def write(
         self,
@@ -378,17 +390,15 @@ class BandWriter:
     ) -> int:
         """Write ``<patch>_<band>.tif`` for every band; return how many files were written."""
         folder.mkdir(parents=True, exist_ok=True)
-        written = 0
         for name, arr in bands.items():
-            path = folder / f"{patch_id}_{name}.tif"
-            res = resolutions_m[name]
-            template = self.templates.get(res)
-            if template is None:
-                transform = Affine(res, 0.0, ulx, 0.0, -res, uly)
-                written += write_geotiff(path, arr, self.crs, transform)
-            else:
-                written += write_bytes(path, template.render(arr, ulx, uly))
-        return written
+            self._write(folder / f"{patch_id}_{name}.tif", arr, resolutions_m[name], None, ulx,
+                        uly)  # fmt: skip
+        return len(bands)
+
+    def write_refmap(self, path: Path, codes: np.ndarray, ulx: float, uly: float) -> int:
+        """Write one patch's 10 m reference map (deflate, ``PREDICTOR=2``); return 1."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return self._write(path, codes, REFMAP_RESOLUTION_M, "deflate", ulx, uly)
 
 
 def v1_metadata(

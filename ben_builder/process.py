@@ -362,10 +362,11 @@ def _write_patches(
                 s.files_written += writer.write(folder, patch_id, patch_bands, res_of, p.ulx_m,
                                                 p.uly_m)  # fmt: skip
                 if code_blocks is not None:
-                    ref = archive.refmap_path(out_root, stem, patch_id)
-                    ref.parent.mkdir(parents=True, exist_ok=True)
-                    s.files_written += archive.write_geotiff(
-                        ref, code_blocks[p.y, p.x], crs, p.transform(10), compress="deflate"
+                    s.files_written += writer.write_refmap(
+                        archive.refmap_path(out_root, stem, patch_id),
+                        code_blocks[p.y, p.x],
+                        p.ulx_m,
+                        p.uly_m,
                     )
             if options.layout in ("v1", "both"):
                 folder = out_root / archive.V1_DIR / s2v1

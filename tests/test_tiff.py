@@ -37,6 +37,43 @@ def test_template_output_reads_back_even_with_nodata_strips(tmp_path):
         template.render(arr[:10], 0, 0)
 
 
+@pytest.mark.parametrize("epsg", [32633, 32629])
+def test_deflate_template_reads_back_like_gdal_output(tmp_path, epsg):
+    """A reference map rendered from the template: GDAL's tags, header and pixels, other bytes."""
+    crs = CRS.from_epsg(epsg)
+    template = GeoTiffTemplate.build((120, 120), "uint16", crs, 10, compress="deflate")
+    rng = np.random.default_rng(epsg)
+    blocky = rng.choice(np.array([0, 111, 211, 312, 523], np.uint16), (12, 12))
+    arrays = [
+        np.repeat(np.repeat(blocky, 10, 0), 10, 1),  # land cover as it looks
+        rng.integers(0, 65535, (120, 120), dtype=np.uint16),  # barely compressible
+        np.zeros((120, 120), np.uint16),
+    ]
+    for i, arr in enumerate(arrays):
+        ulx, uly = 399960.0 + 1200 * i, 5800020.0 - 1200 * i
+        transform = Affine(10, 0, ulx, 0, -10, uly)
+        ours, gdal = tmp_path / f"ours{i}.tif", tmp_path / f"gdal{i}.tif"
+        ours.write_bytes(template.render(arr, ulx, uly))
+        write_geotiff(gdal, arr, crs, transform, compress="deflate")
+        with rasterio.open(ours) as a, rasterio.open(gdal) as b:
+            np.testing.assert_array_equal(a.read(1), arr)
+            assert a.profile == b.profile  # size, dtype, CRS, transform, nodata, strips
+            assert a.tags(ns="IMAGE_STRUCTURE") == b.tags(ns="IMAGE_STRUCTURE")  # deflate, pred.
+        mine, theirs = ours.read_bytes(), gdal.read_bytes()
+        n_bytes = 4 * -(-120 // template.rows_per_strip)  # one LONG offset and size per strip
+        holes = {template.offsets_pos + k for k in range(n_bytes)} | {
+            template.counts_pos + k for k in range(n_bytes)}  # fmt: skip
+        same = [k for k in range(template.data_pos) if k not in holes]
+        assert bytes(mine[k] for k in same) == bytes(theirs[k] for k in same)
+
+
+def test_template_refuses_an_unknown_compression():
+    from ben_builder.tiff import TemplateError
+
+    with pytest.raises(TemplateError, match="lzw"):
+        GeoTiffTemplate.build((120, 120), "uint16", CRS.from_epsg(32633), 10, compress="lzw")
+
+
 def _gtiff(path, arr, epsg=32633, ulx=300000.0, uly=5400000.0, **kw):
     profile = {"driver": "GTiff", "width": arr.shape[1], "height": arr.shape[0], "count": 1,
                "dtype": arr.dtype.name, "crs": CRS.from_epsg(epsg), "nodata": 0,
