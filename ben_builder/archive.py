@@ -387,9 +387,14 @@ class BandWriter:
         resolutions_m: Mapping[str, int],
         ulx: float,
         uly: float,
+        make_folder: bool = True,
     ) -> int:
-        """Write ``<patch>_<band>.tif`` for every band; return how many files were written."""
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``<patch>_<band>.tif`` for every band; return how many files were written.
+
+        ``make_folder=False``: the caller has made ``folder``.
+        """
+        if make_folder:
+            folder.mkdir(parents=True, exist_ok=True)
         for name, arr in bands.items():
             self._write(folder / f"{patch_id}_{name}.tif", arr, resolutions_m[name], None, ulx,
                         uly)  # fmt: skip

@@ -184,3 +184,41 @@ def test_v1_layout_writes_json_labels(synthetic, tmp_path):
     assert f.name.startswith("S2B_MSIL2A_20170812T101021_")  # v1 names say MSIL2A
     with rasterio.open(f / f"{f.name}_B02.tif") as ds:
         assert ds.transform.c == c["ulx"] and ds.transform.f == c["uly"]
+
+
+def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, monkeypatch):
+    """Band files are written while later bands decode; a patch a later band's no-data drops
+    is removed again, so the archive equals one whose every band has that no-data."""
+    import ben_builder.process as process
+
+    recipe = synthetic.find(level="L2A", baseline="04.00")
+    product = synthetic.path_of(recipe)
+    truth = pd.read_parquet(synthetic.root / "ground_truth" / f"{recipe.stem}.parquet")
+    victim = sorted(truth.loc[~truth.has_nodata, "patch_id"])[3]
+    x, y = (int(v) for v in victim.rsplit("_", 2)[1:])
+    last = BANDS[-1]
+    real_read = process.read_band
+
+    def read_band(prod, band, res, hole_in=(last.name,)):
+        arr = real_read(prod, band, res)
+        if band in hole_in:
+            k = 1200 // res
+            arr = arr.copy()
+            arr[y * k : (y + 1) * k, x * k : (x + 1) * k][: k // 2] = 0  # half the patch no-data
+        return arr
+
+    monkeypatch.setattr(process, "read_band", read_band)
+    late = tmp_path / "late"
+    s = process_product(product, late, Options(layout="both"))
+    assert s.dropped_nodata == truth.has_nodata.sum() + 1
+    assert not (late / archive.S2_DIR / recipe.stem / victim).exists()
+    v1_names = pd.read_parquet(archive.part_path(late, recipe.stem)).s2v1_name
+    assert process.v1_name(process.open_product(product), x, y) not in set(v1_names)
+
+    every = tmp_path / "every"  # the same hole in every band: dropped before any write
+    monkeypatch.setattr(process, "read_band",
+                        lambda p, b, r: read_band(p, b, r, [b.name for b in BANDS]))  # fmt: skip
+    process_product(product, every, Options(layout="both"))
+    assert digest_tree(late / archive.S2_DIR) == digest_tree(every / archive.S2_DIR)
+    assert digest_tree(late / archive.V1_DIR) == digest_tree(every / archive.V1_DIR)
+    assert sorted(p.name for p in (late / archive.V1_DIR).iterdir()) == sorted(v1_names)
