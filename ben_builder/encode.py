@@ -81,6 +81,18 @@ def _decode(buf: bytes, path: Path, dtype: type) -> tuple[np.ndarray, Any]:
     return np.ascontiguousarray(data), page
 
 
+def _read_file(path: Path | str, size_guess: int = 1 << 16) -> bytes:
+    """A file's bytes (a patch file's in one ``read``: cheaper than a buffered file object)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, size_guess)]
+        while len(chunks[-1]) == size_guess:  # larger than the guess: read on to the end
+            chunks.append(os.read(fd, size_guess))
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class PatchReader:
     """Reads patch GeoTIFFs: a file laid out like one already decoded is cut from its bytes.
 
@@ -106,8 +118,7 @@ class PatchReader:
             ProductFormatError: not a readable single-band TIFF of ``dtype``.
         """
         try:
-            with open(path, "rb") as f:
-                buf = f.read()
+            buf = _read_file(path)
         except FileNotFoundError as exc:
             raise ProductNotFoundError(
                 f"{path}: missing; the archive is incomplete (every patch of the metadata needs "

@@ -207,6 +207,8 @@ class RawLayout:
     dtype: np.dtype
     decode: Any  # tifffile's decoder for the learnt page; None: uncompressed
     shared: tuple[tuple[int, int], ...]  # header ranges outside the values that vary per file
+    size: int = 0  # uncompressed: every file's size (its strips are where the learnt file's are)
+    zlib_predictor: bool = False  # deflate with horizontal differencing: decoded here
 
     @classmethod
     def learn(cls, buf: bytes, pixels: np.ndarray, page: Any) -> RawLayout | None:
@@ -221,7 +223,10 @@ class RawLayout:
         except (TemplateError, struct.error, KeyError):
             return None
         strips_at = _read_ints(buf, *off)[0]
-        holes = [(pos, pos + _TYPE_SIZES[typ] * count) for typ, count, pos in (off, cnt)]
+        uncompressed = int(page.compression) == 1
+        # uncompressed files of one layout have the same strips: only the corner varies
+        holes = [] if uncompressed else [(pos, pos + _TYPE_SIZES[typ] * count)
+                                         for typ, count, pos in (off, cnt)]  # fmt: skip
         try:
             tie = _ifd_values(buf, TAG_MODEL_TIEPOINT)[2]
             holes.append((tie + 24, tie + 40))  # the corner (x, y) of the tiepoint
@@ -232,10 +237,14 @@ class RawLayout:
             shared += [(start, a)] if a > start else []
             start = max(start, b)
         shared.append((start, strips_at))
-        decode = page.decode if int(page.compression) != 1 else None
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        deflate = int(page.compression) in (8, 32946)  # Deflate, or Adobe's code for it
+        zlib_predictor = deflate and int(page.predictor) == 2 and pixels.dtype.kind in "ui"
         layout = cls(bytes(buf[:strips_at]), off, cnt, shape, pixels.dtype.newbyteorder("<"),
-                     decode, tuple(shared))  # fmt: skip
+                     None if uncompressed else page.decode, tuple(shared),
+                     len(buf) if uncompressed else 0, zlib_predictor)  # fmt: skip
+        if uncompressed and layout._strips(buf) is None:  # checked once, then by the header
+            return None
         got = layout.read(buf)
         return layout if got is not None and np.array_equal(got, pixels) else None
 
@@ -245,19 +254,39 @@ class RawLayout:
         mv, header = memoryview(buf), self.header
         return all(mv[a:b] == header[a:b] for a, b in self.shared)
 
-    def read(self, buf: bytes) -> np.ndarray | None:
-        """The pixels of ``buf`` if it has this layout, else None."""
-        if not self._same_header(buf):
-            return None
+    def _strips(self, buf: bytes) -> tuple[list[int], list[int]] | None:
+        """``(offsets, ends)`` of the strips, if they follow the header and each other."""
         offsets = _read_ints(buf, *self.offsets)
         counts = _read_ints(buf, *self.counts)
         ends = [o + c for o, c in zip(offsets, counts, strict=True)]
         if offsets[0] != len(self.header) or ends[-1] != len(buf) or ends[:-1] != offsets[1:]:
             return None
-        if self.decode is None:
-            if len(buf) - offsets[0] != self.shape[0] * self.shape[1] * self.dtype.itemsize:
+        return offsets, ends
+
+    def read(self, buf: bytes) -> np.ndarray | None:
+        """The pixels of ``buf`` if it has this layout, else None."""
+        if self.decode is None:  # the whole header, strip offsets included, was learnt
+            if len(buf) != self.size or not self._same_header(buf):
                 return None
-            return np.frombuffer(buf, self.dtype, offset=offsets[0]).reshape(self.shape)
+            if self.size - len(self.header) != self.shape[0] * self.shape[1] * self.dtype.itemsize:
+                return None
+            return np.frombuffer(buf, self.dtype, offset=len(self.header)).reshape(self.shape)
+        if not self._same_header(buf):
+            return None
+        strips = self._strips(buf)
+        if strips is None:
+            return None
+        offsets, ends = strips
+        if self.zlib_predictor:  # one pass over the joined strips: less per-strip overhead
+            try:
+                pieces = [zlib.decompress(buf[o:e]) for o, e in zip(offsets, ends, strict=True)]
+            except zlib.error:
+                return None
+            data = b"".join(pieces)
+            if len(data) != self.shape[0] * self.shape[1] * self.dtype.itemsize:
+                return None
+            diffs = np.frombuffer(data, self.dtype).reshape(self.shape)
+            return np.cumsum(diffs, axis=1, dtype=self.dtype)  # undo the differencing (wraps)
         out = np.empty(self.shape, self.dtype)
         row = 0
         for index, (o, e) in enumerate(zip(offsets, ends, strict=True)):
