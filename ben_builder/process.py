@@ -256,8 +256,9 @@ def process_product(
                                 band_spec.patch_size_m)  # fmt: skip
     stream = None
     if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
-        stream = _BandStream(writer, grid, _patch_folders(product, grid, wanted, options,
-                                                          table_names, out_root))  # fmt: skip
+        folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
+                                       with_maps=codes is not None)  # fmt: skip
+        stream = _BandStream(writer, grid, folders, maps)
     bands: dict[str, np.ndarray] = {}
     nodata = np.zeros(grid.shape)
     try:
@@ -273,6 +274,8 @@ def process_product(
                 drop_so_far = nodata > options.screening.nodata_max_fraction
                 with stages("write"):
                     stream.submit(b.name, b.resolution_m, arr, wanted & ~drop_so_far)
+                    if codes is not None and b is band_spec.bands[0]:  # with the first band
+                        stream.submit_maps(codes, wanted & ~drop_so_far)
         with stages("screen"):
             scr = screen(grid, nodata, masks, options.screening)
         with stages("write"):
@@ -295,7 +298,7 @@ def process_product(
         )
     with stages("write"):
         rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
-                              out_root, s, on_patch, writer, table_names)  # fmt: skip
+                              out_root, s, on_patch, table_names)  # fmt: skip
     if s.kept == 0:
         s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
     for w in s.warnings:  # data in the summary; the CLI and the run report print them once
@@ -349,24 +352,35 @@ def _patch_folders(
     options: Options,
     table_names: dict[tuple[int, int], str] | None,
     out_root: Path,
-) -> dict[tuple[int, int], list[tuple[Path, str]]]:
-    """``(folder, file prefix)`` of each wanted patch's band files, by ``(y, x)``, per layout."""
+    with_maps: bool,
+) -> tuple[dict[tuple[int, int], list[tuple[Path, str]]], dict[tuple[int, int], Path]]:
+    """Where each wanted patch's files go, by ``(y, x)``.
+
+    Returns:
+        ``(folder, file prefix)`` of its band files, per layout; and the path of its reference
+        map (v2 layout, ``with_maps``).
+    """
     out: dict[tuple[int, int], list[tuple[Path, str]]] = {}
+    maps: dict[tuple[int, int], Path] = {}
     for y, x in zip(*np.nonzero(wanted), strict=True):
         p = grid.patch(int(x), int(y))
         targets = []
         if options.layout in ("v2", "both"):
             patch_id = p.name(product.stem)
             targets.append((archive.patch_dir(out_root, product.stem, patch_id), patch_id))
+            if with_maps:
+                maps[p.y, p.x] = archive.refmap_path(out_root, product.stem, patch_id)
         if options.layout in ("v1", "both"):
             s2v1 = table_names[p.x, p.y] if table_names is not None else v1_name(product, p.x, p.y)
             targets.append((out_root / archive.V1_DIR / s2v1, s2v1))
         out[p.y, p.x] = targets
-    return out
+    return out, maps
 
 
 class _BandStream:
-    """Writes each band's patch files in one background thread while the next band decodes.
+    """Writes each band's patch files, and the maps, in a background thread as bands decode.
+
+    The reference maps go with the first band.
 
     Which patches get written depends on the no-data screening of every band, which is known
     only once the last band is decoded. A band is written for the patches still wanted after the
@@ -380,8 +394,9 @@ class _BandStream:
         writer: archive.BandWriter,
         grid: PatchGrid,
         folders: dict[tuple[int, int], list[tuple[Path, str]]],
+        maps: dict[tuple[int, int], Path],
     ) -> None:
-        self.writer, self.grid, self.folders = writer, grid, folders
+        self.writer, self.grid, self.folders, self.maps = writer, grid, folders, maps
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="ben-band-writer")
         self.futures: list[Future[None]] = []
         self.started = np.zeros(grid.shape, bool)  # patches whose folders exist
@@ -399,6 +414,20 @@ class _BandStream:
         new = patches & ~self.started
         self.started |= patches
         self.futures.append(self.pool.submit(self._write, name, resolution_m, band, patches, new))
+
+    def submit_maps(self, codes: np.ndarray, patches: np.ndarray) -> None:
+        """Write the 10 m reference map of every patch where ``patches`` is true (background)."""
+        self.futures.append(self.pool.submit(self._write_maps, codes, patches))
+
+    def _write_maps(self, codes: np.ndarray, patches: np.ndarray) -> None:
+        t = time.perf_counter()
+        blocks = self.grid.blocks(codes, archive.REFMAP_RESOLUTION_M)
+        for y, x in zip(*np.nonzero(patches), strict=True):
+            path = self.maps.get((int(y), int(x)))
+            if path is not None:
+                p = self.grid.patch(int(x), int(y))
+                self.writer.write_refmap(path, blocks[p.y, p.x], p.ulx_m, p.uly_m)
+        self.busy_s += time.perf_counter() - t
 
     def _write(self, name: str, resolution_m: int, band: np.ndarray, patches: np.ndarray,
                new: np.ndarray) -> None:  # fmt: skip
@@ -420,7 +449,9 @@ class _BandStream:
             f.result()
         late = self.started & drop
         for y, x in zip(*np.nonzero(late), strict=True):
-            for folder, _ in self.folders[int(y), int(x)]:
+            key = (int(y), int(x))
+            extra = [self.maps[key].parent] if key in self.maps else []
+            for folder in [f for f, _ in self.folders[key]] + extra:
                 shutil.rmtree(folder, ignore_errors=True)
         if late.any():
             log.debug("removed %d patches that a later band's no-data dropped", int(late.sum()))
@@ -442,13 +473,12 @@ def _write_patches(
     out_root: Path,
     s: ProductSummary,
     on_patch: Callable[[int], None] | None,
-    writer: archive.BandWriter,
     table_names: dict[tuple[int, int], str] | None,
 ) -> list[dict[str, object]]:
-    """Count, write what the band stream did not (maps, v1 JSON, shards) and list the rows.
+    """Count, write what the band stream did not (v1 JSON, shards) and list the rows.
 
     ``bands`` holds the decoded bands only for the ``lmdb`` layout; the other layouts' band
-    files were written by :class:`_BandStream`.
+    files and reference maps were written by :class:`_BandStream`.
     """
     band_spec = specs.bands()
     crs = CRS.from_epsg(product.tile.epsg)
@@ -489,13 +519,7 @@ def _write_patches(
                     shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
             if options.layout in ("v2", "both"):
                 s.files_written += len(band_spec.bands)  # by the band stream
-                if code_blocks is not None:
-                    s.files_written += writer.write_refmap(
-                        archive.refmap_path(out_root, stem, patch_id),
-                        code_blocks[p.y, p.x],
-                        p.ulx_m,
-                        p.uly_m,
-                    )
+                s.files_written += code_blocks is not None  # the map, by the band stream too
             if options.layout in ("v1", "both"):
                 s.files_written += len(band_spec.bands)  # by the band stream
                 folder = out_root / archive.V1_DIR / s2v1

@@ -194,7 +194,9 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
     recipe = synthetic.find(level="L2A", baseline="04.00")
     product = synthetic.path_of(recipe)
     truth = pd.read_parquet(synthetic.root / "ground_truth" / f"{recipe.stem}.parquet")
-    victim = sorted(truth.loc[~truth.has_nodata, "patch_id"])[3]
+    max_unlabeled = specs.nomenclature().max_unlabeled_fraction
+    kept = truth.loc[~truth.has_nodata & (truth.unlabeled_fraction < max_unlabeled), "patch_id"]
+    victim = sorted(kept)[3]
     x, y = (int(v) for v in victim.rsplit("_", 2)[1:])
     last = BANDS[-1]
     real_read = process.read_band
@@ -209,16 +211,17 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
 
     monkeypatch.setattr(process, "read_band", read_band)
     late = tmp_path / "late"
-    s = process_product(product, late, Options(layout="both"))
+    s = process_product(product, late, Options(clc_path=synthetic.clc, layout="both"))
     assert s.dropped_nodata == truth.has_nodata.sum() + 1
     assert not (late / archive.S2_DIR / recipe.stem / victim).exists()
+    assert not (late / archive.REFMAP_DIR / recipe.stem / victim).exists()
     v1_names = pd.read_parquet(archive.part_path(late, recipe.stem)).s2v1_name
     assert process.v1_name(process.open_product(product), x, y) not in set(v1_names)
 
     every = tmp_path / "every"  # the same hole in every band: dropped before any write
     monkeypatch.setattr(process, "read_band",
                         lambda p, b, r: read_band(p, b, r, [b.name for b in BANDS]))  # fmt: skip
-    process_product(product, every, Options(layout="both"))
-    assert digest_tree(late / archive.S2_DIR) == digest_tree(every / archive.S2_DIR)
-    assert digest_tree(late / archive.V1_DIR) == digest_tree(every / archive.V1_DIR)
+    process_product(product, every, Options(clc_path=synthetic.clc, layout="both"))
+    for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):
+        assert digest_tree(late / folder) == digest_tree(every / folder)
     assert sorted(p.name for p in (late / archive.V1_DIR).iterdir()) == sorted(v1_names)
