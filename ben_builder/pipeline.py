@@ -160,14 +160,15 @@ def product_task(
 ) -> TaskResult:  # fmt: skip
     """Process one product on a worker; never raises, failures come back as data.
 
-    ``threads`` decoding threads (GDAL_NUM_THREADS) change the speed, never the pixels.
+    ``threads`` cores for decoding (bands side by side, see :func:`process_product`) change the
+    speed, never the pixels.
     """
     name = Path(path).name
     if pin:
         _pin_to_worker_cores(threads)
     try:
         with rasterio.Env(**{**GDAL_OPTIONS, "GDAL_NUM_THREADS": threads}):
-            s = process_product(path, out_root, options)
+            s = process_product(path, out_root, options, threads=threads)
         digest = None
         if with_checksum:  # hashed once per product; a re-run reads the recorded digest
             stem = ProductName.parse(name).stem

@@ -224,4 +224,9 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
     process_product(product, every, Options(clc_path=synthetic.clc, layout="both"))
     for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):
         assert digest_tree(late / folder) == digest_tree(every / folder)
+
+    threaded = tmp_path / "threaded"  # bands decoded side by side, written as they finish
+    monkeypatch.setattr(process, "read_band", read_band)
+    process_product(product, threaded, Options(clc_path=synthetic.clc, layout="both"), threads=3)
+    assert digest_tree(threaded) == digest_tree(late)
     assert sorted(p.name for p in (late / archive.V1_DIR).iterdir()) == sorted(v1_names)
