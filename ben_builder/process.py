@@ -264,7 +264,7 @@ def process_product(
     if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
         folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
                                        with_maps=codes is not None)  # fmt: skip
-        stream = _BandStream(writer, grid, folders, maps)
+        stream = _BandStream(writer, grid, folders, maps, writers=threads)
     bands: dict[str, np.ndarray] = {}
     nodata = np.zeros(grid.shape)
     order = sorted(band_spec.bands, key=lambda b: b.resolution_m)  # the longest decodes first
@@ -288,7 +288,7 @@ def process_product(
                 drop_so_far = nodata > options.screening.nodata_max_fraction
                 with stages("write"):
                     stream.submit(b.name, b.resolution_m, arr, wanted & ~drop_so_far)
-                    if codes is not None and len(stream.futures) == 1:  # with the first band
+                    if codes is not None and not stream.maps_submitted:  # with the first band
                         stream.submit_maps(codes, wanted & ~drop_so_far)
             del arr
         with stages("screen"):
@@ -400,9 +400,10 @@ def _patch_folders(
 
 
 class _BandStream:
-    """Writes each band's patch files, and the maps, in a background thread as bands decode.
+    """Writes each band's patch files, and the maps, in background threads as bands decode.
 
-    The reference maps go with the first band.
+    ``writers`` threads (the task's cores) each own a share of the patch rows, so the jobs for
+    one patch run in order; the reference maps go with the first band.
 
     Which patches get written depends on the no-data screening of every band, which is known
     only once the last band is decoded. A band is written for the patches still wanted after the
@@ -417,12 +418,23 @@ class _BandStream:
         grid: PatchGrid,
         folders: dict[tuple[int, int], list[tuple[Path, str]]],
         maps: dict[tuple[int, int], Path],
+        writers: int = 1,
     ) -> None:
         self.writer, self.grid, self.folders, self.maps = writer, grid, folders, maps
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="ben-band-writer")
+        # writer i owns the patch rows y % writers == i, so its jobs for them run in order
+        self.pools = [ThreadPoolExecutor(1, thread_name_prefix=f"ben-band-writer-{i}")
+                      for i in range(max(1, writers))]  # fmt: skip
+        rows = np.arange(grid.shape[0])[:, None] % len(self.pools)
+        self.shares = [np.broadcast_to(rows == i, grid.shape) for i in range(len(self.pools))]
         self.futures: list[Future[None]] = []
         self.started = np.zeros(grid.shape, bool)  # patches whose folders exist
-        self.busy_s = 0.0
+        self.busy = [0.0] * len(self.pools)
+        self.maps_submitted = False
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds the writer threads spent writing, summed."""
+        return sum(self.busy)
 
     def submit(self, name: str, resolution_m: int, band: np.ndarray, patches: np.ndarray) -> None:
         """Write ``band`` for every patch where ``patches`` is true (in the background).
@@ -435,13 +447,17 @@ class _BandStream:
                 f.result()
         new = patches & ~self.started
         self.started |= patches
-        self.futures.append(self.pool.submit(self._write, name, resolution_m, band, patches, new))
+        for i, (pool, share) in enumerate(zip(self.pools, self.shares, strict=True)):
+            self.futures.append(pool.submit(self._write, i, name, resolution_m, band,
+                                            patches & share, new & share))  # fmt: skip
 
     def submit_maps(self, codes: np.ndarray, patches: np.ndarray) -> None:
         """Write the 10 m reference map of every patch where ``patches`` is true (background)."""
-        self.futures.append(self.pool.submit(self._write_maps, codes, patches))
+        self.maps_submitted = True
+        for i, (pool, share) in enumerate(zip(self.pools, self.shares, strict=True)):
+            self.futures.append(pool.submit(self._write_maps, i, codes, patches & share))
 
-    def _write_maps(self, codes: np.ndarray, patches: np.ndarray) -> None:
+    def _write_maps(self, i: int, codes: np.ndarray, patches: np.ndarray) -> None:
         t = time.perf_counter()
         blocks = self.grid.blocks(codes, archive.REFMAP_RESOLUTION_M)
         for y, x in zip(*np.nonzero(patches), strict=True):
@@ -449,10 +465,10 @@ class _BandStream:
             if path is not None:
                 p = self.grid.patch(int(x), int(y))
                 self.writer.write_refmap(path, blocks[p.y, p.x], p.ulx_m, p.uly_m)
-        self.busy_s += time.perf_counter() - t
+        self.busy[i] += time.perf_counter() - t
 
-    def _write(self, name: str, resolution_m: int, band: np.ndarray, patches: np.ndarray,
-               new: np.ndarray) -> None:  # fmt: skip
+    def _write(self, i: int, name: str, resolution_m: int, band: np.ndarray,
+               patches: np.ndarray, new: np.ndarray) -> None:  # fmt: skip
         t = time.perf_counter()
         blocks = self.grid.blocks(band, resolution_m)
         res = {name: resolution_m}
@@ -463,7 +479,7 @@ class _BandStream:
                     folder.mkdir(parents=True, exist_ok=True)
                 self.writer.write(folder, prefix, {name: blocks[p.y, p.x]}, res, p.ulx_m,
                                   p.uly_m, make_folder=False)  # fmt: skip
-        self.busy_s += time.perf_counter() - t
+        self.busy[i] += time.perf_counter() - t
 
     def finish(self, drop: np.ndarray) -> None:
         """Wait for every band's files, then remove the patches ``drop`` marks (no-data)."""
@@ -479,8 +495,9 @@ class _BandStream:
             log.debug("removed %d patches that a later band's no-data dropped", int(late.sum()))
 
     def close(self) -> None:
-        """Stop: pending band writes are cancelled, a running one is waited for."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop: pending band writes are cancelled, running ones are waited for."""
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_patches(
