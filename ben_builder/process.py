@@ -185,9 +185,9 @@ def process_product(
     """Turn one product into patches in the archive under ``out_root``.
 
     Stages: ``open``, ``verify``, ``label``, ``screen``, ``read_bands``, ``write``. Labels and
-    masks come first, so each band's patch files are written in a background thread while other
-    bands decode (``write_overlapped`` in the timings: that thread's busy time; ``write``: the
-    time the product waited for writes). An exception escaping a stage carries its name (see
+    masks come first, so each band's patch files are written by background writer threads while
+    other bands decode (``write_overlapped`` in the timings: their busy time, summed; ``write``:
+    the time the product waited for writes). An exception escaping a stage carries its name (see
     :func:`stage_of`); nothing of the product is marked finished.
 
     Args:
@@ -198,8 +198,8 @@ def process_product(
         threads: Cores for decoding: bands decode side by side in up to this many threads
             (10 m bands first), each with ``threads // band threads`` OpenJPEG threads
             (``GDAL_NUM_THREADS``). Whole bands in parallel keep every core busy while the
-            writer thread runs, where one band at a time on several OpenJPEG threads waits for
-            its slowest thread. The speed changes, never the pixels.
+            writer threads (as many) run, where one band at a time on several OpenJPEG threads
+            waits for its slowest thread. The speed changes, never the pixels.
 
     Returns:
         Counts per screening outcome and timings per stage.

@@ -5,8 +5,8 @@ Scenarios (``--scenario``, default ``all``):
 - ``one-tile``: one tile on one core (one worker, one decoding thread) against the default plan
   (one worker with every core as decoding threads), run ``--repeat`` times each, with the stage
   times of every run: ``write`` is the time the product waited for its files, and
-  ``write_overlapped`` the busy time of the thread that writes each band's files while the next
-  band decodes (the write stage's spread). Target (issue 15): all cores <= 0.6x one core.
+  ``write_overlapped`` the summed busy time of the threads that write each band's files while
+  other bands decode (the write stage's spread). Target (issue 15): all cores <= 0.6x one core.
 - ``four-tiles``: 4 tiles on one core (1 Dask worker with 1 thread) and with 2 workers (the
   default plan). Target: speed-up >= 1.8 (issue 15; 1.7 in issue 4).
 
