@@ -41,6 +41,9 @@ class MaskSet:
     snow: np.ndarray | None
 
 
+ROWS_PER_STEP = 4  # patch rows compared at a time (~5 MB of booleans at 10 m)
+
+
 def nodata_fraction(
     grid: PatchGrid, bands: Iterable[tuple[np.ndarray, int]], nodata: int = 0
 ) -> np.ndarray:
@@ -53,7 +56,10 @@ def nodata_fraction(
     """
     out = np.zeros(grid.shape)
     for arr, res in bands:
-        out = np.maximum(out, (grid.blocks(arr, res) == nodata).mean(axis=(2, 3)))
+        blocks = grid.blocks(arr, res)
+        for y in range(0, grid.shape[0], ROWS_PER_STEP):  # small temporaries, not a whole band
+            share = (blocks[y : y + ROWS_PER_STEP] == nodata).mean(axis=(2, 3))
+            np.maximum(out[y : y + ROWS_PER_STEP], share, out=out[y : y + ROWS_PER_STEP])
     return out
 
 

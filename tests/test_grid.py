@@ -61,3 +61,26 @@ def test_split_boundaries_match_chebyshev_distance():
         d = max(abs(p.centre_m[0] - cx), abs(p.centre_m[1] - cy))
         want = "test" if d <= s / 4 else "validation" if d <= s * 2**0.5 / 4 else "train"
         assert split_for(p, T33UUP) == want
+
+
+def test_nodata_share_per_patch_is_the_largest_over_bands_across_row_steps():
+    from ben_builder.screen import ROWS_PER_STEP, nodata_fraction
+
+    rows = 2 * ROWS_PER_STEP + 1  # more patch rows than one step, and a partial last step
+    tile = TileGeometry(32633, 0, 0, 1200 * rows + 60)  # and a partial edge, ignored
+    grid = PatchGrid(tile, 1200)
+    rng = np.random.default_rng(5)
+    b10 = rng.integers(1, 100, (tile.size_px(10),) * 2).astype(np.uint16)
+    b20 = rng.integers(1, 100, (tile.size_px(20),) * 2).astype(np.uint16)
+    b10[rng.random(b10.shape) < 0.3] = 0
+    b20[: 60 * 3, :60] = 0  # patches (0, 0..2) wholly no-data at 20 m
+    b10[-3:, :] = 0  # the partial edge does not count
+    share = nodata_fraction(grid, [(b10, 10), (b20, 20)])
+    for y in range(rows):
+        for x in range(rows):
+            by_band = [
+                np.mean(b10[120 * y : 120 * (y + 1), 120 * x : 120 * (x + 1)] == 0),
+                np.mean(b20[60 * y : 60 * (y + 1), 60 * x : 60 * (x + 1)] == 0),
+            ]
+            assert share[y, x] == max(by_band), (x, y)
+    assert share[:3, 0].tolist() == [1.0, 1.0, 1.0]

@@ -45,6 +45,25 @@ def test_harmonize_keeps_nodata_and_clips_to_one():
     assert harmonize(dn, 0) is dn
 
 
+def test_harmonize_in_place_equals_a_copy_across_its_row_steps():
+    from ben_builder.safe import HARMONIZE_ROWS
+
+    rng = np.random.default_rng(3)
+    dn = rng.integers(0, 3000, (2 * HARMONIZE_ROWS + 7, 33), dtype=np.uint16)
+    dn[::5, ::3] = 0
+    kept = dn.copy()
+    expected = np.where(dn == 0, 0, np.maximum(dn.astype(np.int32) - 1000, 1)).astype(np.uint16)
+    copy = harmonize(dn, -1000)
+    np.testing.assert_array_equal(copy, expected)
+    np.testing.assert_array_equal(dn, kept)  # not in place: the input is untouched
+    same = harmonize(dn, -1000, in_place=True)
+    assert same is dn
+    np.testing.assert_array_equal(dn, expected)
+    view = kept[:, ::2]  # not contiguous: harmonized into a copy even when asked in place
+    np.testing.assert_array_equal(harmonize(view, -1000, in_place=True), expected[:, ::2])
+    np.testing.assert_array_equal(view, kept[:, ::2])
+
+
 def test_open_every_demo_product(synthetic):
     for recipe, path in zip(synthetic.recipes, synthetic.products, strict=True):
         p = open_product(path)
