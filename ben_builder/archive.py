@@ -342,11 +342,42 @@ def write_bytes(path: Path, data: bytes) -> int:
     except OSError as exc:
         with suppress(OSError):
             tmp.unlink()
-        raise ArchiveWriteError(
-            f"{path}: cannot write ({exc.strerror or exc}); free space on that disk or choose "
-            "another output folder, then run again"
-        ) from exc
+        raise _write_error(path, exc) from exc
     return 1
+
+
+def write_unfinished(path: Path, data: bytes) -> int:
+    """Write a file of a product not yet marked finished straight to ``path``; return 1.
+
+    A product's patch files count only once its part is written, and a re-run removes an
+    unfinished product's files first, so they need no ``.partial`` name and rename: that halves
+    the file-system work of ~96,000 files per tile. A failed or short write removes the file.
+
+    Raises:
+        ArchiveWriteError: the write failed or was short (ENOSPC, quota, read-only).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+    except OSError as exc:
+        os.close(fd)
+        with suppress(OSError):
+            path.unlink()
+        raise _write_error(path, exc) from exc
+    os.close(fd)
+    return 1
+
+
+def _write_error(path: Path, exc: OSError) -> ArchiveWriteError:
+    return ArchiveWriteError(
+        f"{path}: cannot write ({exc.strerror or exc}); free space on that disk or choose "
+        "another output folder, then run again"
+    )
 
 
 class BandWriter:
@@ -377,7 +408,7 @@ class BandWriter:
         if template is None:
             transform = Affine(res, 0.0, ulx, 0.0, -res, uly)
             return write_geotiff(path, arr, self.crs, transform, compress)
-        return write_bytes(path, template.render(arr, ulx, uly))
+        return write_unfinished(path, template.render(arr, ulx, uly))
 
     def write(
         self,
