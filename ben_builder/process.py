@@ -199,7 +199,8 @@ def process_product(
             (10 m bands first), each with ``threads // band threads`` OpenJPEG threads
             (``GDAL_NUM_THREADS``). Whole bands in parallel keep every core busy while the
             writer threads (as many) run, where one band at a time on several OpenJPEG threads
-            waits for its slowest thread. The speed changes, never the pixels.
+            waits for its slowest thread. With more than one, the bands start decoding while
+            the labels and masks are made. The speed changes, never the pixels.
 
     Returns:
         Counts per screening outcome and timings per stage.
@@ -237,42 +238,52 @@ def process_product(
     band_spec = specs.bands()
     grid = PatchGrid(product.tile, band_spec.patch_size_m)
     clc_spec, nom = specs.clc(), specs.nomenclature()
-    codes = None
-    labels = None
-    keep_labels = np.ones(grid.shape, bool)
-    if options.clc_path is not None:  # labels first: the band files are written as bands decode
-        with stages("label"):
-            polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
-            codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
-            labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
-            keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
-    with stages("screen"):
-        masks = _masks(product, options.screening)
-    table_names = (
-        bigearthnet.v1_names_of(product.name.name) if options.v1_names == "bigearthnet" else None
-    )
-    wanted = keep_labels.copy()
-    if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
-        in_table = np.zeros(grid.shape, bool)
-        for x, y in table_names:
-            if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
-                in_table[y, x] = True
-        wanted &= in_table
-    writer = archive.BandWriter(CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m,
-                                band_spec.patch_size_m)  # fmt: skip
-    stream = None
-    if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
-        folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
-                                       with_maps=codes is not None)  # fmt: skip
-        stream = _BandStream(writer, grid, folders, maps, writers=threads)
-    bands: dict[str, np.ndarray] = {}
-    nodata = np.zeros(grid.shape)
     order = sorted(band_spec.bands, key=lambda b: b.resolution_m)  # the longest decodes first
     band_threads = max(1, min(threads, len(order)))
     decoders = ThreadPoolExecutor(band_threads, thread_name_prefix="ben-band-decoder")
+    stream: _BandStream | None = None
+
+    def start_decoding() -> dict[Future[np.ndarray], specs.Band]:
+        return {decoders.submit(_decode_band, product, b.name, b.resolution_m,
+                                max(1, threads // band_threads)): b for b in order}  # fmt: skip
+
     try:
-        of = {decoders.submit(_decode_band, product, b.name, b.resolution_m,
-                              max(1, threads // band_threads)): b for b in order}  # fmt: skip
+        # with cores to spare, bands decode while the labels and masks are made; on one core
+        # they start after them, so no decoded band waits in memory for the labels
+        of = start_decoding() if threads > 1 else {}
+        codes = None
+        labels = None
+        keep_labels = np.ones(grid.shape, bool)
+        if options.clc_path is not None:  # labels first: the band files are written as bands decode
+            with stages("label"):
+                polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
+                codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
+                labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
+                keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
+        with stages("screen"):
+            masks = _masks(product, options.screening)
+        table_names = (
+            bigearthnet.v1_names_of(product.name.name)
+            if options.v1_names == "bigearthnet"
+            else None
+        )
+        wanted = keep_labels.copy()
+        if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
+            in_table = np.zeros(grid.shape, bool)
+            for x, y in table_names:
+                if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
+                    in_table[y, x] = True
+            wanted &= in_table
+        writer = archive.BandWriter(CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m,
+                                    band_spec.patch_size_m)  # fmt: skip
+        if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
+            folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
+                                           with_maps=codes is not None)  # fmt: skip
+            stream = _BandStream(writer, grid, folders, maps, writers=threads)
+        if not of:
+            of = start_decoding()
+        bands: dict[str, np.ndarray] = {}
+        nodata = np.zeros(grid.shape)
         finished = as_completed(list(of))
         for _ in order:
             with stages("read_bands"):

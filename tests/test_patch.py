@@ -230,3 +230,23 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
     process_product(product, threaded, Options(clc_path=synthetic.clc, layout="both"), threads=3)
     assert digest_tree(threaded) == digest_tree(late)
     assert sorted(p.name for p in (late / archive.V1_DIR).iterdir()) == sorted(v1_names)
+
+
+def test_bad_clc_while_bands_decode_fails_in_label_and_stops_the_decoders(synthetic, tmp_path):
+    """With several threads the bands decode while labels are made: a CLC error still surfaces
+    as a ``label`` failure, the decoders are stopped, and no patch file or part is written."""
+    import threading
+
+    from ben_builder.errors import ClcError
+    from ben_builder.process import stage_of
+
+    product = synthetic.path_of(synthetic.find(level="L2A", baseline="04.00"))
+    bad = tmp_path / "U2018_CLC2018_V2020_20u1.gpkg"
+    bad.write_bytes(b"not a geopackage")
+    out = tmp_path / "out"
+    with pytest.raises(ClcError, match="gpkg: cannot open as a vector dataset") as info:
+        process_product(product, out, Options(clc_path=bad), threads=2)
+    assert stage_of(info.value) == "label"
+    assert not [t for t in threading.enumerate() if t.name.startswith("ben-band-decoder")]
+    assert not list(out.rglob("*.tif"))
+    assert not list(out.rglob("*.parquet"))
