@@ -361,9 +361,12 @@ def write_unfinished(path: Path, data: bytes) -> int:
     except OSError as exc:
         raise _write_error(path, exc) from exc
     try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+        view, written = memoryview(data), 0
+        while written < len(data):  # a short write is retried; a full disk raises
+            n = os.write(fd, view[written:])
+            if n == 0:
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            written += n
     except OSError as exc:
         os.close(fd)
         with suppress(OSError):
