@@ -79,17 +79,16 @@ class RssSampler:
         self._thread.join()
 
 
-WORK_DIR: Path | None = None  # where the archives are built (None: the system's temp folder)
-SESSION_DIR: Path | None = None  # this benchmark's archives, all removed when it ends
 GB_PER_TILE_RUN = 1.6  # disk one tile's archive takes (v2 layout, reference maps, report)
 
 
 def run_once(
-    products: Path, clc: Path, workers: int | None, threads: int | None = None,
+    session: Path, products: Path, clc: Path, workers: int | None, threads: int | None = None,
     cores: int | None = None,
 ) -> dict[str, object]:  # fmt: skip
     """One build; ``None``: the default plan (workers and threads from the cores and tiles).
 
+    The archive is built in a new folder under ``session``, which the caller removes.
     ``cores``: confine the run (this process, the scheduler and the workers it spawns, whose
     writer threads included) to that many cores; a worker with one decoding thread otherwise
     still writes on a second core.
@@ -100,7 +99,7 @@ def run_once(
     if cores is not None:
         os.sched_setaffinity(0, set(sorted(every)[:cores]))  # inherited by the spawned workers
 
-    out = Path(tempfile.mkdtemp(prefix=f"run_{workers}_", dir=SESSION_DIR))
+    out = Path(tempfile.mkdtemp(prefix=f"run_{workers}_", dir=session))
     cfg_path = out / "run.yaml"
     cluster = ", ".join(
         [f"n_workers: {workers}"] * (workers is not None)
@@ -131,7 +130,7 @@ def run_once(
               file=sys.stderr, flush=True)  # fmt: skip
         return figures
     finally:
-        os.sched_setaffinity(0, every)  # the archive stays until the benchmark ends (see main)
+        os.sched_setaffinity(0, every)  # the archive stays until the caller removes ``session``
 
 
 def main() -> None:
@@ -150,9 +149,6 @@ def main() -> None:
         help="build the archives here (e.g. /dev/shm: the file system left out)",
     )
     args = ap.parse_args()
-    global WORK_DIR, SESSION_DIR
-    WORK_DIR = args.work_dir
-
     start = datetime(2017, 6, 13, 10, 10, 31)
     recipes = [ProductRecipe("T33UUP", "L2A", "04.00", start + timedelta(days=10 * i))
                for i in range(max(args.tiles, 2))]  # fmt: skip
@@ -175,9 +171,8 @@ def main() -> None:
     runs = {"one-tile": 2 * args.repeat, "two-tiles": 4, "four-tiles": 2 * args.tiles}
     tile_runs = sum(n for k, n in runs.items() if args.scenario in (k, "all"))
     where = args.work_dir or Path(tempfile.gettempdir())
-    free_gb = shutil.disk_usage(where).free / 1e9
-    if free_gb < tile_runs * GB_PER_TILE_RUN:
-        need = tile_runs * GB_PER_TILE_RUN
+    free_gb, need = shutil.disk_usage(where).free / 1e9, tile_runs * GB_PER_TILE_RUN
+    if free_gb < need:
         raise SystemExit(
             f"{where}: {free_gb:.0f} GB free, the archives of this benchmark take ~{need:.0f} GB; "
             "free space or pass --work-dir"
@@ -185,23 +180,27 @@ def main() -> None:
     decode = bare_decode(paths[0])
     figures: dict[str, object] = {"tile_px": args.size_px, "bare_decode_one_tile_s":
                                   decode["wall_s"], "work_dir": str(where)}  # fmt: skip
-    SESSION_DIR = Path(tempfile.mkdtemp(prefix="ben_bench_build_", dir=WORK_DIR))
+    session = Path(tempfile.mkdtemp(prefix="ben_bench_build_", dir=args.work_dir))
     try:
-        figures.update(scenarios(args, tiles_folder, clc, float(decode["wall_s"])))
+        figures.update(scenarios(args, session, tiles_folder, clc, float(decode["wall_s"])))
     finally:
-        shutil.rmtree(SESSION_DIR, ignore_errors=True)
+        shutil.rmtree(session, ignore_errors=True)
     write_results(args.out, "build", figures)
 
 
 def scenarios(
-    args: argparse.Namespace, tiles_folder: Callable[[int], Path], clc: Path, decode_s: float
+    args: argparse.Namespace,
+    session: Path,
+    tiles_folder: Callable[[int], Path],
+    clc: Path,
+    decode_s: float,
 ) -> dict[str, object]:
-    """The figures of the scenarios ``args`` asks for."""
+    """The figures of the scenarios ``args`` asks for (archives built under ``session``)."""
     figures: dict[str, object] = {}
     if args.scenario in ("one-tile", "all"):
         single = tiles_folder(1)
-        one_core = [run_once(single, clc, 1, 1, cores=1) for _ in range(args.repeat)]
-        all_cores = [run_once(single, clc, None) for _ in range(args.repeat)]
+        one_core = [run_once(session, single, clc, 1, 1, cores=1) for _ in range(args.repeat)]
+        all_cores = [run_once(session, single, clc, None) for _ in range(args.repeat)]
         best_one = min(float(r["wall_s"]) for r in one_core)  # type: ignore[arg-type]
         best_all = min(float(r["wall_s"]) for r in all_cores)  # type: ignore[arg-type]
         runs = [st for r in one_core + all_cores for st in r["stage_s"]]  # type: ignore[attr-defined]
@@ -218,8 +217,8 @@ def scenarios(
         }  # fmt: skip
     if args.scenario in ("two-tiles", "all"):
         pair = tiles_folder(2)
-        one = run_once(pair, clc, 1, 1, cores=1)
-        every = run_once(pair, clc, None)  # the default plan: a worker per tile
+        one = run_once(session, pair, clc, 1, 1, cores=1)
+        every = run_once(session, pair, clc, None)  # the default plan: a worker per tile
         figures["two_tiles"] = {
             "one_core": one, "all_cores": every,
             "all_over_one": round(float(every["wall_s"]) / float(one["wall_s"]), 2),  # type: ignore[arg-type]
@@ -227,8 +226,8 @@ def scenarios(
         }  # fmt: skip
     if args.scenario in ("four-tiles", "all"):
         products = tiles_folder(args.tiles)
-        one = run_once(products, clc, 1, 1, cores=1)  # one core: one worker, one thread
-        two = run_once(products, clc, 2)  # the default plan on 2 workers
+        one = run_once(session, products, clc, 1, 1, cores=1)  # one core: one worker, one thread
+        two = run_once(session, products, clc, 2)  # the default plan on 2 workers
         per_tile = float(one["wall_s"]) / args.tiles  # type: ignore[arg-type]
         figures["four_tiles"] = {
             "tiles": args.tiles, "workers_1": one, "workers_2": two,
