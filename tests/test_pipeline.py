@@ -213,6 +213,32 @@ def test_slurm_job_script_from_config():
     assert "--nworkers 16" in script and "--nthreads 1" in script
 
 
+def test_workers_run_with_dask_periodic_work_slowed_local_and_on_slurm():
+    import dask
+    import distributed  # noqa: F401  (its config defaults)
+
+    from ben_builder import pipeline
+    from ben_builder.config import ClusterSettings, SlurmSettings
+
+    keys = sorted(pipeline.QUIET_DASK)
+    with dask.config.set(pipeline.QUIET_DASK):
+        want = [dask.config.get(k) for k in keys]
+    assert want != [dask.config.get(k) for k in keys]  # not Dask's defaults
+    with pipeline.dask_client(ClusterSettings(n_workers=1)) as client:
+        seen = client.run(lambda: [dask.config.get(k) for k in keys])
+    assert list(seen.values()) == [want]
+    # a SLURM job's workers read them from the job script's exports, as Dask parses them
+    script = pipeline.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
+        cores=2, processes=1))).job_script()  # fmt: skip
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in script.splitlines()
+        if line.startswith("export DASK_")
+    )
+    from_env = dask.config.collect_env(env)
+    assert [dask.config.get(k, config=from_env) for k in keys] == want
+
+
 def test_worker_plan_gives_spare_cores_to_the_tiles_there_are(monkeypatch):
     from ben_builder import pipeline
     from ben_builder.config import ClusterSettings, SlurmSettings
