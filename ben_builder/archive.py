@@ -118,12 +118,47 @@ def shard_path(root: Path, product_stem: str) -> Path:
     return root / PARTS_DIR / f"{product_stem}{SHARD_SUFFIX}"
 
 
+#: safetensors headers by (name, dtype, shape) of the arrays: header bytes, tensor order
+_SAFETENSORS_LAYOUTS: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...],
+                           tuple[bytes, tuple[str, ...]]] = {}  # fmt: skip
+_MAX_SAFETENSORS_LAYOUTS = 64
+
+
 def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """One LMDB value of rico-hdl's layout: ``arrays`` as safetensors (``encode`` and shards).
 
-    safetensors takes an array's buffer as it lies, so views (patch blocks) are made dense.
+    The first value of each set of names, dtypes and shapes is made by safetensors; its header
+    (which depends on nothing else) and the order of its tensors are kept when that value is
+    exactly the header followed by the arrays' bytes in that order, and the next values of the
+    same set are put together from them: the same bytes, without safetensors' per-array work
+    (~0.2 ms of a patch's ~1 ms encoding here). Views (patch blocks) are copied dense.
     """
-    return safetensors_save({name: np.ascontiguousarray(a) for name, a in arrays.items()})
+    key = tuple((name, a.dtype, a.shape) for name, a in arrays.items())
+    known = _SAFETENSORS_LAYOUTS.get(key)
+    if known is not None:
+        header, order = known
+        return b"".join([header, *(arrays[name].tobytes() for name in order)])
+    dense = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    value = safetensors_save(dense)
+    learnt = _safetensors_layout(value, dense)
+    if learnt is not None and len(_SAFETENSORS_LAYOUTS) < _MAX_SAFETENSORS_LAYOUTS:
+        _SAFETENSORS_LAYOUTS[key] = learnt
+    return value
+
+
+def _safetensors_layout(
+    value: bytes, arrays: dict[str, np.ndarray]
+) -> tuple[bytes, tuple[str, ...]] | None:
+    """Header and tensor order of a safetensors ``value``, if it is them plus the arrays' bytes."""
+    size = int.from_bytes(value[:8], "little")
+    try:
+        entries = json.loads(value[8 : 8 + size])
+        order = tuple(sorted(arrays, key=lambda name: entries[name]["data_offsets"][0]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    header = value[: 8 + size]
+    rebuilt = b"".join([header, *(arrays[name].tobytes() for name in order)])
+    return (header, order) if rebuilt == value else None
 
 
 SHARD_MAP_SIZE = 1 << 33  # 8 GiB of address space (a tile's ~8,300 patches need ~1.6 GB)

@@ -126,3 +126,34 @@ def test_encoder_reads_raw_only_files_laid_out_like_a_decoded_one(tmp_path):
     other = bytearray(buf)
     other[10] ^= 0xFF
     assert layout.read(bytes(other)) is None
+
+
+def test_lmdb_values_equal_safetensors_output_for_every_array_set(monkeypatch):
+    from safetensors.numpy import load, save
+
+    from ben_builder import archive
+
+    monkeypatch.setattr(archive, "_SAFETENSORS_LAYOUTS", {})
+    rng = np.random.default_rng(5)
+
+    def patch(size: int) -> dict[str, np.ndarray]:  # names in the archive's band order
+        return {f"B{i:02d}": rng.integers(0, 65535, (size // (1 + i % 3),) * 2, dtype=np.uint16)
+                for i in (1, 2, 3, 4, 5, 11, 12)}  # fmt: skip
+
+    block = rng.integers(0, 999, (240, 240), dtype=np.uint16)[120:, :120]  # a view, not dense
+    sets = [patch(120), patch(120), patch(60), {"Data": block}, {"Data": block.copy() + 1},
+            {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
+            {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
+            {"Data": block.astype(">u2")}, {"Data": block.astype(">u2") + 2}]  # fmt: skip
+    for arrays in sets:
+        value = archive.safetensors_bytes(arrays)
+        assert value == save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        got = load(value)
+        assert set(got) == set(arrays)
+        for name, arr in arrays.items():
+            np.testing.assert_array_equal(got[name], arr)
+    # one header per set of names, dtypes and shapes; big-endian arrays (which safetensors
+    # swaps) are never put together from their bytes
+    assert len(archive._SAFETENSORS_LAYOUTS) == 4
+    learnt = [dtype for key in archive._SAFETENSORS_LAYOUTS for _, dtype, _ in key]
+    assert all(dtype.byteorder != ">" for dtype in learnt)
