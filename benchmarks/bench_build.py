@@ -13,6 +13,9 @@ Scenarios (``--scenario``, default ``all``):
 - ``four-tiles``: 4 tiles on one core (1 Dask worker with 1 thread) and with 2 workers (the
   default plan). Target: speed-up >= 1.8 (issue 15; 1.7 in issue 4).
 
+A run of one scenario keeps the others' figures in the results file; each scenario records its
+own date and the bare decode it was compared with.
+
 Every scenario also times the bare JP2 decode of one tile's 12 bands (one core) in the same
 run, to compare the end-to-end time per tile against it (target: <= 1.1x). Peak memory is
 sampled for every worker process. A one-core run is confined to one core as a whole (this
@@ -182,10 +185,35 @@ def main() -> None:
                                   decode["wall_s"], "work_dir": str(where)}  # fmt: skip
     session = Path(tempfile.mkdtemp(prefix="ben_bench_build_", dir=args.work_dir))
     try:
-        figures.update(scenarios(args, session, tiles_folder, clc, float(decode["wall_s"])))
+        new = scenarios(args, session, tiles_folder, clc, float(decode["wall_s"]))
     finally:
         shutil.rmtree(session, ignore_errors=True)
+    for scenario in new.values():  # each scenario says when it ran, against which decode
+        scenario.update(date=datetime.now().isoformat(timespec="seconds"),
+                        bare_decode_one_tile_s=decode["wall_s"])  # fmt: skip
+    if args.scenario != "all":  # the other scenarios' figures stay, with their own dates
+        figures.update(earlier_scenarios(args.out, args.size_px, exclude=set(new)))
+    figures.update(new)
     write_results(args.out, "build", figures)
+
+
+SCENARIO_KEYS = ("one_tile", "two_tiles", "four_tiles")
+
+
+def earlier_scenarios(path: Path, size_px: int, exclude: set[str]) -> dict[str, dict[str, object]]:
+    """Scenarios of an earlier results file of the same tile size, with their date and decode."""
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    if doc["figures"].get("tile_px") != size_px:
+        return {}
+    kept = {}
+    for key in SCENARIO_KEYS:
+        if key in doc["figures"] and key not in exclude:
+            kept[key] = {"date": doc["date"],
+                         "bare_decode_one_tile_s": doc["figures"].get("bare_decode_one_tile_s"),
+                         **doc["figures"][key]}  # fmt: skip
+    return kept
 
 
 def scenarios(
@@ -194,9 +222,9 @@ def scenarios(
     tiles_folder: Callable[[int], Path],
     clc: Path,
     decode_s: float,
-) -> dict[str, object]:
+) -> dict[str, dict[str, object]]:
     """The figures of the scenarios ``args`` asks for (archives built under ``session``)."""
-    figures: dict[str, object] = {}
+    figures: dict[str, dict[str, object]] = {}
     if args.scenario in ("one-tile", "all"):
         single = tiles_folder(1)
         one_core = [run_once(session, single, clc, 1, 1, cores=1) for _ in range(args.repeat)]
