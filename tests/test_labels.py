@@ -222,3 +222,26 @@ def test_reads_a_shapefile_with_the_same_schema(tmp_path):
     codes_px = rasterize_codes(read_clc(shp, TILE, specs.clc()), TILE, 999)
     np.testing.assert_array_equal(codes_px[:120, :60], 311)
     np.testing.assert_array_equal(codes_px[:120, 60:120], 999)
+
+
+def test_patch_labels_equal_each_patch_counted_on_its_own():
+    """Histograms made a patch row at a time equal each patch's own codes, edge patches too."""
+    rng = np.random.default_rng(11)
+    nom, clc = specs.nomenclature(), specs.clc()
+    known = np.array(sorted(int(c) for c in clc.all_codes) + [int(clc.no_polygon_code)])
+    codes = rng.choice(known, (3 * 120, 4 * 120)).astype(np.uint16)
+    codes[:120, :120] = 311  # one patch a single class
+    blocks = codes.reshape(3, 120, 4, 120).transpose(0, 2, 1, 3)  # a view, as the grid gives
+    got = label_patches(blocks, nom, clc)
+    names43 = {int(c): n for c, n in clc.v1_names.items()}
+    for y in range(3):
+        for x in range(4):
+            patch = codes[y * 120 : (y + 1) * 120, x * 120 : (x + 1) * 120]
+            present = set(np.unique(patch).tolist())
+            want19 = sorted({nom.names[nom.code_to_class[str(c)]] for c in present
+                             if str(c) in nom.code_to_class})  # fmt: skip
+            want43 = [names43[c] for c in sorted(present) if c in names43]
+            mapped = sum(int((patch == c).sum()) for c in present if str(c) in nom.code_to_class)
+            assert got.names_at(x, y) == (want19, want43), (x, y)
+            assert got.unlabeled_fraction[y, x] == pytest.approx(1 - mapped / patch.size)
+    assert got.names_at(0, 0)[1] == [names43[311]]
