@@ -131,7 +131,7 @@ def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     (which depends on nothing else) and the order of its tensors are kept when that value is
     exactly the header followed by the arrays' bytes in that order, and the next values of the
     same set are put together from them: the same bytes, without safetensors' per-array work
-    (~0.2 ms of a patch's ~1 ms encoding here). Views (patch blocks) are copied dense.
+    (a patch's 12 bands: 110 us -> 21 us here). Views (patch blocks) are copied dense.
     """
     key = tuple((name, a.dtype, a.shape) for name, a in arrays.items())
     known = _SAFETENSORS_LAYOUTS.get(key)
