@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -441,6 +442,11 @@ class _BandStream:
         self.started = np.zeros(grid.shape, bool)  # patches whose folders exist
         self.busy = [0.0] * len(self.pools)
         self.maps_submitted = False
+        rows_n, cols_n = grid.shape  # corners and path stems once, not at every file
+        self.ulx = [grid.patch(x, 0).ulx_m for x in range(cols_n)]
+        self.uly = [grid.patch(0, y).uly_m for y in range(rows_n)]
+        self.stems = {key: [(str(f), os.path.join(f, f"{prefix}_")) for f, prefix in targets]
+                      for key, targets in folders.items()}  # fmt: skip
 
     @property
     def busy_s(self) -> float:
@@ -482,14 +488,15 @@ class _BandStream:
                patches: np.ndarray, new: np.ndarray) -> None:  # fmt: skip
         t = time.perf_counter()
         blocks = self.grid.blocks(band, resolution_m)
-        res = {name: resolution_m}
-        for y, x in zip(*np.nonzero(patches), strict=True):
-            p = self.grid.patch(int(x), int(y))
-            for folder, prefix in self.folders[p.y, p.x]:
-                if new[p.y, p.x]:
-                    folder.mkdir(parents=True, exist_ok=True)
-                self.writer.write(folder, prefix, {name: blocks[p.y, p.x]}, res, p.ulx_m,
-                                  p.uly_m, make_folder=False)  # fmt: skip
+        for y in np.flatnonzero(patches.any(axis=1)).tolist():
+            files, columns = [], []
+            for x in np.flatnonzero(patches[y]).tolist():
+                for folder, stem in self.stems[y, x]:
+                    if new[y, x]:
+                        _make_folder(folder)
+                    files.append((f"{stem}{name}.tif", self.ulx[x], self.uly[y]))
+                    columns.append(x)
+            self.writer.write_band(files, blocks[y, columns], resolution_m)
         self.busy[i] += time.perf_counter() - t
 
     def finish(self, drop: np.ndarray) -> None:
@@ -509,6 +516,16 @@ class _BandStream:
         """Stop: pending band writes are cancelled, running ones are waited for."""
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _make_folder(folder: str) -> None:
+    """``mkdir -p`` of a patch folder, one system call when its parent exists."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 def _write_patches(

@@ -32,6 +32,10 @@ TAG_STRIP_OFFSETS = 273
 TAG_ROWS_PER_STRIP = 278
 TAG_STRIP_BYTE_COUNTS = 279
 TAG_MODEL_TIEPOINT = 33922
+#: zlib level of the deflated files. GDAL's default is 6; level 1 makes the same pixels 3x faster
+#: (a tile's 8,281 reference maps: 0.5 s instead of 1.6 s) in files of ~0.6 KB instead of
+#: ~0.4 KB, which take one file-system block either way.
+ZLEVEL = 1
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8}
 
 
@@ -87,8 +91,8 @@ class GeoTiffTemplate:
 
     Uncompressed: the pixels go into GDAL's one contiguous strip block as they are. Deflate (with
     horizontal differencing, as BigEarthNet v2 publishes its reference maps): every strip of
-    ``rows_per_strip`` rows is differenced and compressed with zlib (level 6, GDAL's default
-    ``ZLEVEL``) and the strip offsets and sizes are written into GDAL's header. GDAL's own deflate
+    ``rows_per_strip`` rows is differenced and compressed with zlib (level :data:`ZLEVEL`)
+    and the strip offsets and sizes are written into GDAL's header. GDAL's own deflate
     bytes may differ (it can use libdeflate); the pixels read back are the same, which the
     template checks when it is built.
     """
@@ -164,20 +168,32 @@ class GeoTiffTemplate:
                 raise TemplateError("a file rendered from the template does not read back")
         return template
 
+    def header(self, ulx: float, uly: float) -> bytes:
+        """An uncompressed file's bytes before its pixels, for upper-left corner ``(ulx, uly)``.
+
+        The file is this header followed by the pixels, row by row, as :attr:`dtype`. Writing
+        the two parts side by side (``os.writev``) spares the copies of :meth:`render`.
+        """
+        if self.compressed:
+            raise TemplateError("a compressed file's header depends on its strips: use render()")
+        return bytes(self._head(ulx, uly))
+
+    def _head(self, ulx: float, uly: float) -> bytearray:
+        buf = bytearray(self.template[: self.data_pos])
+        struct.pack_into("<dd", buf, self.tiepoint_pos + 24, ulx, uly)
+        return buf
+
     def render(self, array: np.ndarray, ulx: float, uly: float) -> bytes:
         """The GeoTIFF bytes of ``array`` with upper-left corner ``(ulx, uly)``."""
         if array.shape != self.shape:
             raise ValueError(f"array shape {array.shape} != template shape {self.shape}")
-        buf = bytearray(self.template)
-        struct.pack_into("<dd", buf, self.tiepoint_pos + 24, ulx, uly)
         pixels = np.ascontiguousarray(array, dtype=self.dtype)
         if not self.compressed:
-            data = pixels.tobytes()
-            buf[self.data_pos : self.data_pos + len(data)] = data
-            return bytes(buf)
+            return self.header(ulx, uly) + pixels.tobytes()
+        buf = self._head(ulx, uly)
         predicted = _predict(pixels)
         rows = self.rows_per_strip
-        strips = [zlib.compress(predicted[r : r + rows].tobytes(), 6)
+        strips = [zlib.compress(predicted[r : r + rows].tobytes(), ZLEVEL)
                   for r in range(0, self.shape[0], rows)]  # fmt: skip
         sizes = [len(s) for s in strips]
         offsets = np.cumsum([self.data_pos, *sizes[:-1]])

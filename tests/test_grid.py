@@ -84,3 +84,18 @@ def test_nodata_share_per_patch_is_the_largest_over_bands_across_row_steps():
             ]
             assert share[y, x] == max(by_band), (x, y)
     assert share[:3, 0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_scl_masks_mark_exactly_the_listed_classes_of_every_byte_value():
+    from ben_builder import specs
+    from ben_builder.screen import masks_from_scl
+
+    spec = specs.screening()
+    scl = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    masks = masks_from_scl(scl, spec)
+    assert masks.resolution_m == 20
+    np.testing.assert_array_equal(masks.cloud_or_shadow, np.isin(scl, spec.scl_cloud_or_shadow))
+    np.testing.assert_array_equal(masks.snow, np.isin(scl, spec.scl_snow))
+    assert masks.cloud_or_shadow.sum() == len(spec.scl_cloud_or_shadow) and masks.snow.any()
+    wide = masks_from_scl(scl.astype(np.uint16) + 256, spec)  # not bytes: no class matches
+    assert not wide.cloud_or_shadow.any() and not wide.snow.any()

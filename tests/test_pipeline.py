@@ -433,11 +433,18 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
+    real_writev = os.writev
+
+    def full_writev(fd, parts):  # header and pixels side by side
+        return full_write(fd, b"".join(parts))
+
     monkeypatch.setattr(archive, "open", full_open, raising=False)
     monkeypatch.setattr(archive.os, "write", full_write)
+    monkeypatch.setattr(archive.os, "writev", full_writev)
     with pytest.raises(ArchiveWriteError, match=r"\.tif: cannot write \(No space left on device\)"):
         process_product(product, out, Options(clc_path=synthetic.clc))
     monkeypatch.setattr(archive.os, "write", real_write)
+    monkeypatch.setattr(archive.os, "writev", real_writev)
     files = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.endswith(".partial")]
     assert not list((out / archive.PARTS_DIR).glob("*.parquet"))  # not marked finished

@@ -160,3 +160,44 @@ def test_lmdb_values_equal_safetensors_output_for_every_array_set(monkeypatch):
     assert [key for key, v in archive._SAFETENSORS_LAYOUTS.items() if v is None] == [
         (("Data", np.dtype(">u2"), (120, 120)),)
     ]
+
+
+@pytest.mark.parametrize("res", [10, 20, 60])
+def test_band_files_written_side_by_side_equal_gdal_files(tmp_path, res):
+    """``write_band``: header and pixels written from one copy give GDAL's bytes, file by file."""
+    from ben_builder.archive import BandWriter
+
+    crs, n = CRS.from_epsg(32633), 1200 // res
+    writer = BandWriter(crs, [10, 20, 60], 1200)
+    band = np.random.default_rng(res).integers(0, 65535, (3 * n, 4 * n), dtype=np.uint16)
+    blocks = band.reshape(3, n, 4, n).swapaxes(1, 2)  # a strided view, as the grid cuts a band
+    for order in ("<", ">"):  # a big-endian band is written little-endian, as GDAL does
+        picked = [(2, 3), (0, 0), (1, 2), (0, 0)]
+        files = [(str(tmp_path / f"{order == '<'}_{i}.tif"), 300000.0 + 1200 * x,
+                  5400000.0 - 1200 * y) for i, (y, x) in enumerate(picked)]  # fmt: skip
+        data = blocks.astype(blocks.dtype.newbyteorder(order))
+        ys, xs = zip(*picked, strict=True)
+        assert writer.write_band(files, data[list(ys), list(xs)], res) == len(files)
+        for (path, ulx, uly), (y, x) in zip(files, picked, strict=True):
+            ref = tmp_path / "ref.tif"
+            write_geotiff(ref, blocks[y, x], crs, Affine(res, 0, ulx, 0, -res, uly))
+            assert open(path, "rb").read() == ref.read_bytes()
+    with pytest.raises(ValueError, match="2 files for 1 blocks"):
+        writer.write_band(files[:2], blocks[0, :1], res)
+
+
+def test_short_writes_are_finished_and_a_full_disk_leaves_no_file(tmp_path, monkeypatch):
+    from ben_builder import archive
+    from ben_builder.errors import ArchiveWriteError
+
+    real_write, parts = archive.os.write, (b"header", memoryview(bytes(range(256)) * 40))
+    monkeypatch.setattr(archive.os, "writev", lambda fd, bufs: real_write(fd, bytes(bufs[0])[:3]))
+    monkeypatch.setattr(archive.os, "write", lambda fd, data: real_write(fd, bytes(data)[:1000]))
+    path = tmp_path / "a.tif"
+    assert archive.write_unfinished(path, *parts) == 1
+    assert path.read_bytes() == b"".join(parts)
+
+    monkeypatch.setattr(archive.os, "write", lambda fd, data: 0)
+    with pytest.raises(ArchiveWriteError, match=r"b\.tif: cannot write.*short write \(3 of"):
+        archive.write_unfinished(tmp_path / "b.tif", *parts)
+    assert not (tmp_path / "b.tif").exists()
