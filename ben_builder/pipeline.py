@@ -37,7 +37,7 @@ from ben_builder.errors import (
     SpecError,
     UnsupportedProductError,
 )
-from ben_builder.process import Options, process_product, stage_of
+from ben_builder.process import Options, process_product, product_seconds, stage_of
 from ben_builder.safe import Duplicate, ProductName, bare_name, select_products
 from ben_builder.verify import product_files
 
@@ -728,6 +728,6 @@ def _result_line(r: TaskResult) -> str:
         return f"FAILED {r.product} [{r.stage}]: {r.error}"
     s = r.summary or {}
     state = "already done" if s.get("skipped") else "done"
-    seconds = sum(float(v) for v in (s.get("seconds") or {}).values())
+    seconds = product_seconds(s.get("seconds") or {})
     kept = f"kept {s.get('kept', 0)} of {s.get('candidates', 0)}"
     return f"{state} {r.product}: {kept} ({seconds:.1f} s)"
