@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pandas as pd
 import psutil
 import pytest
@@ -482,16 +483,20 @@ def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir,
     products.mkdir()
     small = next(p for p in products_dir.iterdir() if "T34VER" in p.name)
     shutil.copy(small, products / small.name)
-    # a large product (GeoTIFF bands: quick to write); its bands alone exceed the limit
+    # a large product (GeoTIFF bands: quick to write). Bands stream through the writers, so
+    # what a product needs grows with its band size: measured worker peaks (RSS sampled every
+    # 20 ms) were 286 MB for the small product, 338 MB for a 3,660 px tile (too close to tell
+    # apart by a limit) and 410 MB for this 5,490 px one; a worker is stopped at 95% of its limit
     big = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
                         image_format="GeoTIFF")  # fmt: skip
     with rasterio.Env():
-        big_path = write_product(big, scene_for("T33UUP", 3660, 0), products)
+        big_path = write_product(big, scene_for("T33UUP", 5490, 0), products)
     cfg = _config(tmp_path, products, synthetic.clc, "mem")
     data = yaml.safe_load(cfg.read_text())
-    data["cluster"]["memory_limit"] = "400MB"
+    data["cluster"]["memory_limit"] = "360MB"  # stopped above 342 MB
     cfg.write_text(yaml.safe_dump(data))
-    res = run(load_config(cfg), progress=False)
+    with dask.config.set({"distributed.worker.memory.pause": False}):  # only the limit acts
+        res = run(load_config(cfg), progress=False)
     assert [(r.product, r.stage) for r in res.failures] == [(big_path.name, "worker")]
     assert "KilledWorker" in res.failures[0].error and "memory" in res.failures[0].error
     assert [r.product for r in res.results if r.ok] == [small.name]
