@@ -48,6 +48,7 @@ result["stages_s"] = s.seconds
         shutil.rmtree(work, ignore_errors=True)
     figures = {
         "tile_px": args.size_px,
+        "work_dir": str(work.parent),  # TMPDIR: e.g. /dev/shm leaves the file system out
         "generation_s_not_timed": round(gen_s, 1),
         "bare_decode_12_bands_s": decode["wall_s"],
         "bare_decode_peak_rss_mb": decode["peak_rss_mb"],
