@@ -421,10 +421,13 @@ def write_unfinished(path: str | Path, *parts: bytes | memoryview) -> int:
 
 
 def _write_error(path: Path, exc: OSError) -> ArchiveWriteError:
-    return ArchiveWriteError(
-        f"{path}: cannot write ({exc.strerror or exc}); free space on that disk or choose "
-        "another output folder, then run again"
-    )
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # a folder vanished under the run
+        hint = "its folder was removed while the run wrote into it; run again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "the output folder is not writable; fix its permissions or choose another one"
+    else:
+        hint = "free space on that disk or choose another output folder, then run again"
+    return ArchiveWriteError(f"{path}: cannot write ({exc.strerror or exc}); {hint}")
 
 
 class BandWriter:

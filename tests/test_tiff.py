@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -201,3 +203,20 @@ def test_short_writes_are_finished_and_a_full_disk_leaves_no_file(tmp_path, monk
     with pytest.raises(ArchiveWriteError, match=r"b\.tif: cannot write.*short write \(3 of"):
         archive.write_unfinished(tmp_path / "b.tif", *parts)
     assert not (tmp_path / "b.tif").exists()
+
+
+def test_a_write_error_says_what_to_do_for_its_cause(tmp_path):
+    from ben_builder import archive
+    from ben_builder.errors import ArchiveWriteError
+
+    with pytest.raises(ArchiveWriteError, match=r"gone/a\.tif: cannot write .*folder was removed"):
+        archive.write_unfinished(tmp_path / "gone" / "a.tif", b"x")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    try:
+        if os.access(tmp_path / "ro", os.W_OK):  # root writes anyway: nothing to refuse
+            return
+        with pytest.raises(ArchiveWriteError, match="not writable"):
+            archive.write_unfinished(tmp_path / "ro" / "a.tif", b"x")
+    finally:
+        (tmp_path / "ro").chmod(0o700)
