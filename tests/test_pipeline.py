@@ -483,17 +483,17 @@ def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir,
     products.mkdir()
     small = next(p for p in products_dir.iterdir() if "T34VER" in p.name)
     shutil.copy(small, products / small.name)
-    # a large product (GeoTIFF bands: quick to write). Bands stream through the writers, so
-    # what a product needs grows with its band size: measured worker peaks (RSS sampled every
-    # 20 ms) were 286 MB for the small product, 338 MB for a 3,660 px tile (too close to tell
-    # apart by a limit) and 410 MB for this 5,490 px one; a worker is stopped at 95% of its limit
+    # a large product (GeoTIFF bands: quick to write). In the folder layouts bands stream through
+    # the writers, and measured worker peaks were too close to tell apart by a limit (the small
+    # product 286-345 MB, a 3,660 px tile 338 MB, a 5,490 px one 410 MB). The LMDB layout keeps
+    # a product's bands until its shard is written: ~330 MB more for this 5,490 px tile
     big = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
                         image_format="GeoTIFF")  # fmt: skip
     with rasterio.Env():
         big_path = write_product(big, scene_for("T33UUP", 5490, 0), products)
-    cfg = _config(tmp_path, products, synthetic.clc, "mem")
+    cfg = _config(tmp_path, products, synthetic.clc, "mem", layout="lmdb")
     data = yaml.safe_load(cfg.read_text())
-    data["cluster"]["memory_limit"] = "360MB"  # stopped above 342 MB
+    data["cluster"]["memory_limit"] = "400MB"  # a worker is stopped above 95%: 380 MB
     cfg.write_text(yaml.safe_dump(data))
     with dask.config.set({"distributed.worker.memory.pause": False}):  # only the limit acts
         res = run(load_config(cfg), progress=False)
