@@ -58,6 +58,9 @@ def _friendly(fn: F) -> F:
 def main(verbose: int, quiet: bool) -> None:
     """Build BigEarthNet-style archives from Sentinel-2 products and CLC 2018."""
     setup_logging(-1 if quiet else verbose, sys.stderr.isatty())
+    from ben_builder.safe import decoder_environ  # products decoded here (``patch``), as on workers
+
+    os.environ.update(decoder_environ())
 
 
 def setup_logging(verbose: int, terminal: bool) -> None:

@@ -38,7 +38,13 @@ from ben_builder.errors import (
     UnsupportedProductError,
 )
 from ben_builder.process import Options, process_product, product_seconds, stage_of
-from ben_builder.safe import Duplicate, ProductName, bare_name, select_products
+from ben_builder.safe import (
+    DECODER_ENV_DEFAULTS,
+    Duplicate,
+    ProductName,
+    bare_name,
+    select_products,
+)
 from ben_builder.verify import product_files
 
 log = logging.getLogger(__name__)
@@ -416,6 +422,25 @@ QUIET_DASK: dict[str, Any] = {
 }
 
 
+#: Worker processes: OpenJPEG as :data:`~ben_builder.safe.DECODER_ENV_DEFAULTS` says, and glibc's
+#: malloc keeping buffers of up to 16 MB on its heap and up to 32 MB free at its top. Dask sets
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which also fixes the size above which malloc
+#: maps fresh pages at 128 kB: every JP2 tile's 4 MB buffer and every 2 MB GDAL block then comes
+#: from new, zero-filled pages (4x the page faults of a decode; 3.4% of its time, measured here).
+#: Bands (over 100 MB) are still mapped and returned on release. Values set in the environment
+#: (or by a job script) are kept.
+WORKER_ENV_DEFAULTS: dict[str, str] = {
+    **DECODER_ENV_DEFAULTS,
+    "MALLOC_MMAP_THRESHOLD_": str(16 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20),
+}
+
+
+def worker_environ() -> dict[str, str]:
+    """The environment variables worker processes start with (what the user set wins)."""
+    return {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+
+
 @contextmanager
 def dask_client(
     settings: ClusterSettings, log_directory: Path | None = None, local_workers: int | None = None
@@ -428,12 +453,17 @@ def dask_client(
         local_workers: Local workers to start (default: ``n_workers``, else one per core).
     """
     import dask
+    import distributed  # noqa: F401  (its config defaults, read and overridden here)
 
     # one task at a time per single-threaded worker (a tile's memory at a time, and a worker lost
     # to one product takes no queued product down with it)
     dask_config = {
         "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
         "distributed.scheduler.worker-saturation": 1.0,
+        "distributed.nanny.pre-spawn-environ": {
+            **dask.config.get("distributed.nanny.pre-spawn-environ"),
+            **worker_environ(),
+        },
         **QUIET_DASK,
     }
     with dask.config.set(dask_config):
@@ -495,6 +525,7 @@ def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = N
         job_extra_directives=list(s.job_extra_directives),
         job_script_prologue=[
             f"export DASK_LOGGING__DISTRIBUTED={s.worker_log_level}", *dask_env_exports(QUIET_DASK),
+            *(f"export {k}={v}" for k, v in worker_environ().items()),
             *s.job_script_prologue,
         ],
         local_directory=s.local_directory,

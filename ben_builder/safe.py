@@ -14,6 +14,7 @@ no-data value 0, and no-data pixels stay 0. The offset is recorded in the produc
 from __future__ import annotations
 
 import logging
+import os
 import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -56,6 +57,24 @@ PRODUCT_TYPES = {"L1C": "S2MSI1C", "L2A": "S2MSI2A"}
 OFFSET_BASELINE = (4, 0)
 SCL_RESOLUTION_M = 20
 IMAGE_FORMATS = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}  # Granule/@imageFormat -> file extension
+
+#: OpenJPEG's own threads, for every process that decodes. Unless ``OPJ_NUM_THREADS`` is set,
+#: GDAL gives the codec of each JP2 tile ``GDAL_NUM_THREADS`` OpenJPEG threads: at 1 (a core per
+#: band, as the chain decodes) a pool of one thread is started for every JP2 tile of every band
+#: (~750 per product) and each code-block is handed over to it. At 0 OpenJPEG decodes in the
+#: calling thread: the same pixels in less time and kernel time (README, "What a product costs").
+#: The chain decodes bands side by side, and GDAL blocks (``GDAL_NUM_THREADS``) when a band has
+#: several cores. A value set in the environment is kept.
+DECODER_ENV_DEFAULTS: dict[str, str] = {"OPJ_NUM_THREADS": "0"}
+
+
+def decoder_environ() -> dict[str, str]:
+    """The environment variables of decoding processes: the defaults, or what the user set.
+
+    They are read when a codec is made, so they must be in a process's environment before it
+    decodes (set them when it starts, not from a thread).
+    """
+    return {k: os.environ.get(k, v) for k, v in DECODER_ENV_DEFAULTS.items()}
 
 
 def bare_name(name: str) -> str:

@@ -1,5 +1,6 @@
 """The whole chain on Dask: determinism, failures as data, resumability, configs, SLURM script."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -238,6 +239,30 @@ def test_workers_run_with_dask_periodic_work_slowed_local_and_on_slurm():
     )
     from_env = dask.config.collect_env(env)
     assert [dask.config.get(k, config=from_env) for k in keys] == want
+
+
+def test_workers_start_with_the_decoding_environment_local_and_on_slurm(monkeypatch):
+    """OpenJPEG in the calling thread and malloc keeping its buffers, from a worker's start.
+
+    Checked in the environment a worker process started with (``/proc/PID/environ``): glibc
+    reads its settings then. A value the user set is kept, locally and in a SLURM job script.
+    """
+    from ben_builder import pipeline
+    from ben_builder.config import ClusterSettings, SlurmSettings
+
+    for key in pipeline.WORKER_ENV_DEFAULTS:  # the nanny sets them here too: undone at the end
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "8388608")  # the user's own
+    want = {**pipeline.WORKER_ENV_DEFAULTS, "MALLOC_MMAP_THRESHOLD_": "8388608"}
+    assert want["OPJ_NUM_THREADS"] == "0"
+    with pipeline.dask_client(ClusterSettings(n_workers=1)) as client:
+        (pid,) = client.run(os.getpid).values()
+        started_with = psutil.Process(pid).environ()
+    assert {k: started_with.get(k) for k in want} == want
+    script = pipeline.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
+        cores=2, processes=1))).job_script()  # fmt: skip
+    for key, value in want.items():
+        assert f"export {key}={value}" in script.splitlines()
 
 
 def test_worker_plan_gives_spare_cores_to_the_tiles_there_are(monkeypatch):
@@ -495,6 +520,9 @@ def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir,
     data = yaml.safe_load(cfg.read_text())
     data["cluster"]["memory_limit"] = "400MB"  # a worker is stopped above 95%: 380 MB
     cfg.write_text(yaml.safe_dump(data))
+    # Dask's defaults first: a setting made before they exist takes them all away when undone
+    import distributed  # noqa: F401
+
     with dask.config.set({"distributed.worker.memory.pause": False}):  # only the limit acts
         res = run(load_config(cfg), progress=False)
     assert [(r.product, r.stage) for r in res.failures] == [(big_path.name, "worker")]

@@ -82,15 +82,28 @@ def test_open_every_demo_product(synthetic):
 @pytest.mark.parametrize(
     "level,baseline", [("L2A", "04.00"), ("L2A", "02.05"), ("L1C", "02.05"), ("L1C", "04.00")]
 )
-def test_read_band_matches_generator_after_offset(synthetic, level, baseline):
+@pytest.mark.parametrize("opj_threads", [None, "0", "2"])
+def test_read_band_matches_generator_after_offset(
+    synthetic, level, baseline, opj_threads, monkeypatch
+):
+    """Every band as generated, whichever OpenJPEG threading decodes it.
+
+    ``None``: GDAL gives each JP2 codec ``GDAL_NUM_THREADS`` OpenJPEG threads (a pool of one);
+    ``"0"``: OpenJPEG decodes in the calling thread, as the chain's processes do.
+    """
+    if opj_threads is None:
+        monkeypatch.delenv("OPJ_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OPJ_NUM_THREADS", opj_threads)
     recipe = synthetic.find(level=level, baseline=baseline)
     p = open_product(synthetic.path_of(recipe))
     scene = synthetic.scene(recipe)
     acq = recipe.acquisition(scene)
-    for band, res in (("B04", 10), ("B11", 20), ("B09", 60)):
-        np.testing.assert_array_equal(
-            read_band(p, band, res), render_band(scene, acq, band, res, level)
-        )
+    with rasterio.Env(GDAL_NUM_THREADS=1):
+        for band, res in (("B04", 10), ("B11", 20), ("B09", 60)):
+            np.testing.assert_array_equal(
+                read_band(p, band, res), render_band(scene, acq, band, res, level)
+            )
 
 
 # ---------------------------------------------------------------- bad input
