@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import rasterio
 
+from ben_builder.safe import DECODER_ENV_DEFAULTS
 from ben_builder.synth.products import ProductRecipe
 from ben_builder.synth.writer import scene_for, write_product
 
@@ -79,9 +80,20 @@ def hard_clc(size_px: int = FULL_PX, vertices: int = 300, marine_vertices: int =
     return out
 
 
-def bare_decode(product: Path) -> dict[str, Any]:
-    """Decode a product's 12 bands whole, one core, in a fresh process (the floor of a tile)."""
-    return measure(f"""
+#: ``OPJ_NUM_THREADS`` of the chain's processes (OpenJPEG in the calling thread)
+CHAIN_OPJ_THREADS = DECODER_ENV_DEFAULTS["OPJ_NUM_THREADS"]
+
+
+def bare_decode(product: Path, opj_threads: str = "1") -> dict[str, Any]:
+    """Decode a product's 12 bands whole, one core, in a fresh process (the floor of a tile).
+
+    ``opj_threads`` (``OPJ_NUM_THREADS``): ``"1"`` decodes as GDAL does with one thread (each
+    JP2 tile's codec gets a pool of one OpenJPEG thread: the reference of issue 15), ``"0"`` as
+    the chain's processes do (OpenJPEG in the calling thread).
+    """
+    return measure(
+        env={"OPJ_NUM_THREADS": opj_threads},
+        code=f"""
 import rasterio
 from ben_builder import specs
 from ben_builder.safe import open_product, read_band
@@ -89,13 +101,16 @@ with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
     p = open_product({str(product)!r})
     for b in specs.bands().bands:
         read_band(p, b.name, b.resolution_m)
-""")
+""",
+    )
 
 
-def measure(code: str, cores: int = 1) -> dict[str, Any]:
+def measure(code: str, cores: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run Python ``code`` in a fresh process pinned to ``cores`` cores.
 
     The code must set ``result`` (a dict). Returns it with ``wall_s`` and ``peak_rss_mb`` added.
+    The process decodes with one thread (``GDAL_NUM_THREADS``, ``OPJ_NUM_THREADS``) unless
+    ``env`` says otherwise.
     """
     wrapper = f"""
 import json, os, resource, time
@@ -107,7 +122,8 @@ result["wall_s"] = round(time.perf_counter() - t0, 2)
 result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 print("RESULT" + json.dumps(result))
 """
-    env = dict(os.environ, GDAL_NUM_THREADS="1", OPJ_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, GDAL_NUM_THREADS="1", OPJ_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               **(env or {}))  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr}")
