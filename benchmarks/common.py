@@ -122,8 +122,8 @@ result["wall_s"] = round(time.perf_counter() - t0, 2)
 result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 print("RESULT" + json.dumps(result))
 """
-    env = dict(os.environ, GDAL_NUM_THREADS="1", OPJ_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               **(env or {}))  # fmt: skip
+    env = {**os.environ, "GDAL_NUM_THREADS": "1", "OPJ_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           **(env or {})}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr}")
