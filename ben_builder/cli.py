@@ -58,9 +58,6 @@ def _friendly(fn: F) -> F:
 def main(verbose: int, quiet: bool) -> None:
     """Build BigEarthNet-style archives from Sentinel-2 products and CLC 2018."""
     setup_logging(-1 if quiet else verbose, sys.stderr.isatty())
-    from ben_builder.safe import decoder_environ  # products decoded here (``patch``), as on workers
-
-    os.environ.update(decoder_environ())
 
 
 def setup_logging(verbose: int, terminal: bool) -> None:
@@ -159,7 +156,9 @@ def _process_locally(
     products: tuple[Path, ...], out: Path, options: Any, fail_fast: bool, duplicates: str
 ) -> None:
     from ben_builder.process import process_product
-    from ben_builder.safe import select_products
+    from ben_builder.safe import decoder_environ, select_products
+
+    os.environ.update(decoder_environ())  # one decoding thread here: as the workers decode
 
     chosen, dropped = select_products(products, duplicates)
     if options.layout in ("v1", "both"):

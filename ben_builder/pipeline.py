@@ -37,7 +37,13 @@ from ben_builder.errors import (
     SpecError,
     UnsupportedProductError,
 )
-from ben_builder.process import Options, process_product, product_seconds, stage_of
+from ben_builder.process import (
+    Options,
+    decode_threads,
+    process_product,
+    product_seconds,
+    stage_of,
+)
 from ben_builder.safe import (
     DECODER_ENV_DEFAULTS,
     Duplicate,
@@ -429,6 +435,7 @@ QUIET_DASK: dict[str, Any] = {
 #: from new, zero-filled pages (4x the page faults of a decode; 3.4% of its time, measured here).
 #: Bands (over 100 MB) are still mapped and returned on release. Values set in the environment
 #: (or by a job script) are kept.
+OPJ = "OPJ_NUM_THREADS"
 WORKER_ENV_DEFAULTS: dict[str, str] = {
     **DECODER_ENV_DEFAULTS,
     "MALLOC_MMAP_THRESHOLD_": str(16 * 2**20),
@@ -436,14 +443,25 @@ WORKER_ENV_DEFAULTS: dict[str, str] = {
 }
 
 
-def worker_environ() -> dict[str, str]:
-    """The environment variables worker processes start with (what the user set wins)."""
-    return {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+def worker_environ(threads: int = 1) -> dict[str, str]:
+    """The environment variables worker processes start with (what the user set wins).
+
+    ``threads``: a task's decoding cores. A band with more than one of them (24 or more cores
+    for 12 bands) decodes on OpenJPEG's threads (GDAL gives them to each codec), so
+    ``OPJ_NUM_THREADS`` is left out then: at 0 GDAL's threads did not decode a band faster.
+    """
+    env = {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+    if decode_threads(threads, len(specs.bands().bands))[1] > 1 and OPJ not in os.environ:
+        del env[OPJ]
+    return env
 
 
 @contextmanager
 def dask_client(
-    settings: ClusterSettings, log_directory: Path | None = None, local_workers: int | None = None
+    settings: ClusterSettings,
+    log_directory: Path | None = None,
+    local_workers: int | None = None,
+    threads: int = 1,
 ) -> Iterator[Any]:
     """A Dask client for the configured cluster (local processes, SLURM, or an address).
 
@@ -451,6 +469,7 @@ def dask_client(
         settings: The cluster settings.
         log_directory: Where SLURM jobs write their output (unless the settings name a folder).
         local_workers: Local workers to start (default: ``n_workers``, else one per core).
+        threads: Decoding cores per task on local workers (their environment follows).
     """
     import dask
     import distributed  # noqa: F401  (its config defaults, read and overridden here)
@@ -462,13 +481,21 @@ def dask_client(
         "distributed.scheduler.worker-saturation": 1.0,
         "distributed.nanny.pre-spawn-environ": {
             **dask.config.get("distributed.nanny.pre-spawn-environ"),
-            **worker_environ(),
+            **worker_environ(threads),
         },
         **QUIET_DASK,
     }
-    with dask.config.set(dask_config):
-        with _client(settings, log_directory, local_workers) as client:
-            yield client
+    before = {k: os.environ.get(k) for k in WORKER_ENV_DEFAULTS}
+    try:
+        with dask.config.set(dask_config):
+            with _client(settings, log_directory, local_workers) as client:
+                yield client
+    finally:  # a nanny sets its workers' variables in this process too: undone, not inherited
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -525,7 +552,7 @@ def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = N
         job_extra_directives=list(s.job_extra_directives),
         job_script_prologue=[
             f"export DASK_LOGGING__DISTRIBUTED={s.worker_log_level}", *dask_env_exports(QUIET_DASK),
-            *(f"export {k}={v}" for k, v in worker_environ().items()),
+            *(f"export {k}={v}" for k, v in worker_environ(plan_workers(settings, 1)[1]).items()),
             *s.job_script_prologue,
         ],
         local_directory=s.local_directory,
@@ -668,7 +695,7 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
     workers, threads = plan_workers(config.cluster, len(products))
     if config.cluster.kind == "local":
         log.info("%d local workers, %d decoding threads per product", workers, threads)
-    with dask_client(config.cluster, out / "report" / "workers", workers) as client:
+    with dask_client(config.cluster, out / "report" / "workers", workers, threads) as client:
         watch = None
         if config.cluster.kind == "slurm":
             from ben_builder.slurm import JobWatch

@@ -151,6 +151,15 @@ STAGE_ATTR = "ben_stage"
 WRITE_OVERLAPPED = "write_overlapped"
 
 
+def decode_threads(threads: int, bands: int) -> tuple[int, int]:
+    """How ``threads`` cores decode ``bands`` bands: bands side by side, and threads per band.
+
+    Each band gets ``threads // bands`` GDAL threads (at least one) once every band has a core.
+    """
+    side_by_side = max(1, min(threads, bands))
+    return side_by_side, max(1, threads // side_by_side)
+
+
 def product_seconds(seconds: dict[str, float]) -> float:
     """A product's time from its stage timings (the overlapping writes left out)."""
     return sum(float(v) for k, v in seconds.items() if k != WRITE_OVERLAPPED)
@@ -250,13 +259,13 @@ def process_product(
     grid = PatchGrid(product.tile, band_spec.patch_size_m)
     clc_spec, nom = specs.clc(), specs.nomenclature()
     order = sorted(band_spec.bands, key=lambda b: b.resolution_m)  # the longest decodes first
-    band_threads = max(1, min(threads, len(order)))
+    band_threads, per_band = decode_threads(threads, len(order))
     decoders = ThreadPoolExecutor(band_threads, thread_name_prefix="ben-band-decoder")
     stream: _BandStream | None = None
 
     def start_decoding() -> dict[Future[np.ndarray], specs.Band]:
         return {decoders.submit(_decode_band, product, b.name, b.resolution_m,
-                                max(1, threads // band_threads)): b for b in order}  # fmt: skip
+                                per_band): b for b in order}  # fmt: skip
 
     try:
         # with cores to spare, bands decode while the labels and masks are made; on one core

@@ -58,7 +58,10 @@ def nodata_fraction(
     for arr, res in bands:
         blocks = grid.blocks(arr, res)
         for y in range(0, grid.shape[0], ROWS_PER_STEP):  # small temporaries, not a whole band
-            share = (blocks[y : y + ROWS_PER_STEP] == nodata).mean(axis=(2, 3))
+            hit = blocks[y : y + ROWS_PER_STEP] == nodata
+            if not hit.any():  # most of a tile: no share to count
+                continue
+            share = hit.mean(axis=(2, 3))
             np.maximum(out[y : y + ROWS_PER_STEP], share, out=out[y : y + ROWS_PER_STEP])
     return out
 

@@ -72,8 +72,11 @@ def test_nodata_share_per_patch_is_the_largest_over_bands_across_row_steps():
     rng = np.random.default_rng(5)
     b10 = rng.integers(1, 100, (tile.size_px(10),) * 2).astype(np.uint16)
     b20 = rng.integers(1, 100, (tile.size_px(20),) * 2).astype(np.uint16)
-    b10[rng.random(b10.shape) < 0.3] = 0
+    scattered = rng.random(b10.shape) < 0.3
+    scattered[120 * ROWS_PER_STEP : 120 * 2 * ROWS_PER_STEP] = False  # a step with none at 10 m
+    b10[scattered] = 0
     b20[: 60 * 3, :60] = 0  # patches (0, 0..2) wholly no-data at 20 m
+    b20[60 * ROWS_PER_STEP + 7, 60 * 2 + 5] = 0  # one pixel in that step, at 20 m only
     b10[-3:, :] = 0  # the partial edge does not count
     share = nodata_fraction(grid, [(b10, 10), (b20, 20)])
     for y in range(rows):
@@ -84,6 +87,7 @@ def test_nodata_share_per_patch_is_the_largest_over_bands_across_row_steps():
             ]
             assert share[y, x] == max(by_band), (x, y)
     assert share[:3, 0].tolist() == [1.0, 1.0, 1.0]
+    assert share[ROWS_PER_STEP, 2] == 1 / 60**2 and share[ROWS_PER_STEP + 1].sum() == 0
 
 
 def test_scl_masks_mark_exactly_the_listed_classes_of_every_byte_value():

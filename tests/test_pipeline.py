@@ -263,6 +263,14 @@ def test_workers_start_with_the_decoding_environment_local_and_on_slurm(monkeypa
         cores=2, processes=1))).job_script()  # fmt: skip
     for key, value in want.items():
         assert f"export {key}={value}" in script.splitlines()
+    # 24 cores for a task's 12 bands: two per band, on OpenJPEG's threads (GDAL gives them)
+    assert "OPJ_NUM_THREADS" not in pipeline.worker_environ(24)
+    assert pipeline.worker_environ(23)["OPJ_NUM_THREADS"] == "0"
+    script = pipeline.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
+        cores=48, processes=2))).job_script()  # fmt: skip
+    assert "OPJ_NUM_THREADS" not in script and "export MALLOC_TRIM_THRESHOLD_=33554432" in script
+    monkeypatch.setenv("OPJ_NUM_THREADS", "3")  # the user's, kept
+    assert pipeline.worker_environ(24)["OPJ_NUM_THREADS"] == "3"
 
 
 def test_worker_plan_gives_spare_cores_to_the_tiles_there_are(monkeypatch):
