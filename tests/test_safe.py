@@ -89,7 +89,8 @@ def test_read_band_matches_generator_after_offset(
     """Every band as generated, whichever OpenJPEG threading decodes it.
 
     ``None``: GDAL gives each JP2 codec ``GDAL_NUM_THREADS`` OpenJPEG threads (a pool of one);
-    ``"0"``: OpenJPEG decodes in the calling thread, as the chain's processes do.
+    ``"0"``: OpenJPEG decodes in the calling thread, as the chain's processes do; ``"2"``: a
+    pool of two OpenJPEG threads, as a band with more cores than one gets.
     """
     if opj_threads is None:
         monkeypatch.delenv("OPJ_NUM_THREADS", raising=False)
