@@ -10,7 +10,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from ben_builder import archive, specs
-from ben_builder.clc import rasterize_codes, read_clc
+from ben_builder.clc import geojson_shapes, rasterize_codes, read_clc
 from ben_builder.errors import ClcError
 from ben_builder.grid import PatchGrid, TileGeometry
 from ben_builder.labels import label_patches
@@ -211,6 +211,37 @@ def test_strip_rasterization_equals_whole_tile(synthetic):
     whole = rasterize_codes(frame, tile, 999, strip_px=tile.size_px(10))
     for strip in (7, 32, 100, 512):
         np.testing.assert_array_equal(rasterize_codes(frame, tile, 999, strip_px=strip), whole)
+
+
+def test_geojson_shapes_equal_shapelys_own_mappings():
+    """Mappings built from coordinate arrays equal ``__geo_interface__``, whatever the mix."""
+    holed = box(0, 0, 10, 10).difference(box(2, 2, 4, 4)).difference(box(6, 6, 8, 8))
+    multi = MultiPolygon([box(20, 0, 30, 10), holed])
+    line = shapely.LineString([(0, 0), (5, 5)])
+    mixes = [
+        [box(0, 0, 1, 1), holed],  # polygons only
+        [multi, MultiPolygon([box(40, 0, 41, 1)])],  # multipolygons only
+        [holed, multi, box(50, 50, 51, 52), multi],  # both: polygons stay polygons
+        [line, holed, shapely.GeometryCollection([box(0, 0, 1, 1), line]), multi],  # others too
+        [line],
+    ]
+    for mix in mixes:
+        geoms = np.array(mix, dtype=object)
+        got = geojson_shapes(geoms)
+        assert len(got) == len(mix)
+        for shape, geom in zip(got, mix, strict=True):
+            if geom.geom_type in ("Polygon", "MultiPolygon"):
+                want = geom.__geo_interface__
+                assert shape == {"type": want["type"], "coordinates": _lists(want["coordinates"])}
+            else:
+                assert shape is geom  # passed on as it is
+
+
+def _lists(coords):
+    """Nested tuples of coordinates as nested lists (a pair of floats stays a pair)."""
+    if isinstance(coords, tuple) and coords and isinstance(coords[0], float):
+        return list(coords)
+    return [_lists(c) for c in coords]
 
 
 def test_reads_a_shapefile_with_the_same_schema(tmp_path):
