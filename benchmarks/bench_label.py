@@ -4,7 +4,9 @@ Runs in a fresh process pinned to one core, on a full-size synthetic L2A tile an
 GeoPackage of its land cover (thousands of polygons), and again on a CLC of realistic complexity
 (the same polygons densified to ~300 vertices each, plus a ~500,000-vertex marine polygon over a
 quarter of the tile; ``common.hard_clc``). Band decoding is not part of it (it is the patching
-benchmark's); the SCL decode is. Targets: <= 20 s and <= 2 GB (issue 3); <= 10 s per tile on
+benchmark's); the SCL decode is. Each CLC runs ``--repeat`` times, the variants interleaved (this
+machine's speed drifts by tens of percent within minutes); the figures are those of the fastest
+run, with every run's total beside them. Targets: <= 20 s and <= 2 GB (issue 3); <= 10 s per tile on
 the realistic CLC (issue 15).
 """
 
@@ -32,13 +34,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/label.json"))
     ap.add_argument("--size-px", type=int, default=FULL_PX)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each CLC (the fastest is kept)")
     args = ap.parse_args()
     recipe = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31))
     product = full_size_product(recipe, args.size_px)
     figures: dict[str, object] = {"tile_px": args.size_px}
-    for name, clc, target in (("simple_clc", full_size_clc(args.size_px), 20),
-                              ("realistic_clc", hard_clc(args.size_px), 10)):  # fmt: skip
-        figures[name] = run(product, clc, target)
+    variants = (("simple_clc", full_size_clc(args.size_px), 20),
+                ("realistic_clc", hard_clc(args.size_px), 10))  # fmt: skip
+    runs: dict[str, list[dict[str, object]]] = {name: [] for name, _, _ in variants}
+    for _ in range(args.repeat):
+        for name, clc, target in variants:
+            runs[name].append(run(product, clc, target))
+    for name, done in runs.items():
+        totals = [float(r["label_and_screen_s"]) for r in done]  # type: ignore[arg-type]
+        figures[name] = {**done[totals.index(min(totals))], "label_and_screen_s_runs": totals}
     write_results(args.out, "label", figures)
 
 
