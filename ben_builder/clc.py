@@ -164,7 +164,7 @@ def rasterize_codes(
     return out
 
 
-_POLYGON = 3  # shapely's geometry type id of a Polygon (a MultiPolygon: 6)
+_POLYGONAL = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
 
 
 def geojson_shapes(geoms: np.ndarray) -> list[object]:
@@ -172,11 +172,11 @@ def geojson_shapes(geoms: np.ndarray) -> list[object]:
 
     Polygons and multipolygons become the mappings their ``__geo_interface__`` gives, built
     from their coordinate arrays all at once (:func:`shapely.to_ragged_array`) instead of one
-    coordinate at a time (a tile's ~25,000 clipped pieces: 1.3 s that way). Other geometries
-    are passed on as they are.
+    coordinate at a time (for a tile's ~25,000 clipped pieces of the simple benchmark CLC that
+    took ~0.5 s of its ~1.7 s). Other geometries are passed on as they are.
     """
     types = shapely.get_type_id(geoms)
-    polygonal = np.flatnonzero(np.isin(types, (_POLYGON, _POLYGON + 3)))
+    polygonal = np.flatnonzero(np.isin(types, _POLYGONAL))
     out: list[object] = list(geoms)
     if not len(polygonal):
         return out
@@ -191,6 +191,6 @@ def geojson_shapes(geoms: np.ndarray) -> list[object]:
         part_ends = offsets[2].tolist()
         parts = [polys[a:b] for a, b in zip(part_ends[:-1], part_ends[1:], strict=True)]
     for k, t, part in zip(polygonal.tolist(), types[polygonal].tolist(), parts, strict=True):
-        out[k] = ({"type": "Polygon", "coordinates": part[0]} if t == _POLYGON
+        out[k] = ({"type": "Polygon", "coordinates": part[0]} if t == shapely.GeometryType.POLYGON
                   else {"type": "MultiPolygon", "coordinates": part})  # fmt: skip
     return out
