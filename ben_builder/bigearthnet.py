@@ -15,8 +15,8 @@ needs:
 - :func:`v2_stem` and :func:`v2_l1c_products`: which L1C products v2 was made from and the names
   its patches carry (sen2cor output, baseline ``N9999``).
 
-An acquisition is identified across levels by (mission, sensing time, relative orbit, tile), the
-part of a product name that the L1C and its L2A share.
+The chain does not test the configuration's ``reproduce`` switch itself: it asks the
+:class:`Reproduction` of :func:`reproduction` (a new archive's one changes nothing).
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from ben_builder.config import ProductListFilter
 from ben_builder.errors import SpecError
+from ben_builder.product.names import acquisition
 from ben_builder.specs import specs_dir
 
 log = logging.getLogger(__name__)
@@ -52,28 +55,12 @@ SNOW_LIST = "v1_patches_with_seasonal_snow.csv"
 #: Baseline in the names of products made locally with sen2cor (as v2's names carry).
 LOCAL_BASELINE = "N9999"
 
-_ACQ_RE = re.compile(
-    r"^(?P<mission>S2[ABCD])_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N\d{4}_"
-    r"R(?P<orbit>\d{3})_(?P<tile>T\d{2}[A-Z]{3})"
-)
 _PATCH_RE = re.compile(r"^(?P<product>.+)_(?P<x>\d+)_(?P<y>\d+)$")
 
 
 def data_dir() -> Path:
     """Folder of the BigEarthNet reference files (``data_specs/bigearthnet``)."""
     return specs_dir() / "bigearthnet"
-
-
-def acquisition(name: str) -> str:
-    """``<mission>_<sensing>_R<orbit>_<tile>`` of a product name, stem or patch name.
-
-    Raises:
-        SpecError: ``name`` does not start like a Sentinel-2 L1C/L2A product name.
-    """
-    m = _ACQ_RE.match(Path(name).name)
-    if not m:
-        raise SpecError(f"{name!r} does not start like a Sentinel-2 L1C/L2A product name")
-    return f"{m['mission']}_{m['sensing']}_R{m['orbit']}_{m['tile']}"
 
 
 def v2_stem(product_name: str) -> str:
@@ -257,3 +244,51 @@ def closest_country(frame: pd.DataFrame, borders: Any, rule: CountryRule = "clos
         for idx, country in joined["country"].items():
             out.at[idx] = country if isinstance(country, str) else None
     return out
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """What the chain does differently to reproduce a published release (nothing for a new one).
+
+    Attributes:
+        release: ``"bigearthnet-v2"``, or ``None`` for a new archive (every rule generic).
+    """
+
+    release: Literal["bigearthnet-v2"] | None = None
+
+    @property
+    def v1_names(self) -> Literal["formula", "bigearthnet"]:
+        """Where ``s2v1_name`` comes from: v1's own table, or the formula of a new archive."""
+        return "bigearthnet" if self.release else "formula"
+
+    @property
+    def l2a_only(self) -> bool:
+        """Whether an L1C product without its L2A is a failure (v2 is made of L2A products)."""
+        return self.release is not None
+
+    @property
+    def country_candidates(self) -> tuple[str, ...] | None:
+        """The countries to choose among when the configuration names none."""
+        return COUNTRIES if self.release else None
+
+    def product_list(self) -> ProductListFilter | None:
+        """The products of a folder to take when the configuration lists none.
+
+        v2's products by acquisition: its L1C products (for sen2cor) or the L2A made of them.
+        """
+        if self.release is None:
+            return None
+        return ProductListFilter(
+            csv=data_dir() / V2_PRODUCTS, column="product", match="acquisition"
+        )
+
+    def flag_lists(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The published cloud-or-shadow and snow lists, when the configuration gives none."""
+        if self.release is None:
+            return None
+        return cloud_or_shadow_names(), snow_names()
+
+
+def reproduction(release: Literal["bigearthnet-v2"] | None) -> Reproduction:
+    """The rules of ``release`` (a run configuration's ``reproduce``; ``None``: a new archive)."""
+    return Reproduction(release)

@@ -6,18 +6,30 @@ pipeline runs the same from any working directory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ben_builder.hub.cdse import CdseEndpoints
 from ben_builder.specs import load_yaml, parse_model
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class CdseEndpoints:
+    """Service URLs (defaults: the public CDSE)."""
+
+    catalogue: str = "https://catalogue.dataspace.copernicus.eu/odata/v1"
+    download: str = "https://download.dataspace.copernicus.eu/odata/v1"
+    token: str = (
+        "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+    )
+    client_id: str = "cdse-public"
 
 
 class SyntheticInputs(_Model):

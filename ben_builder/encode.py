@@ -40,8 +40,11 @@ import pandas as pd
 import tifffile
 
 from ben_builder import archive, specs
+from ben_builder.archive.finalize import read_parts
+from ben_builder.archive.shards import safetensors_bytes
+from ben_builder.archive.tiff import RawLayout
 from ben_builder.errors import ProductFormatError, ProductNotFoundError
-from ben_builder.tiff import RawLayout
+from ben_builder.files import write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +187,15 @@ def _encode_chunk(job: _Job, rows: list[tuple[str, str | None]]) -> _ChunkResult
         product = product_of(patch_id)
         folder = os.path.join(job.s2_root, product, patch_id, patch_id)
         arrays = {b: read(f"{folder}_{b}.tif", np.uint16) for b in bands}
-        items.append((patch_id.encode(), archive.safetensors_bytes(arrays)))
+        items.append((patch_id.encode(), safetensors_bytes(arrays)))
         if job.refmap_root is not None:
             ref = read(archive.refmap_path(Path(job.refmap_root), product, patch_id), np.uint16)
-            items.append(
-                (f"{patch_id}{REFMAP_SUFFIX}".encode(), archive.safetensors_bytes({"Data": ref}))
-            )
+            items.append((f"{patch_id}{REFMAP_SUFFIX}".encode(), safetensors_bytes({"Data": ref})))
             refmaps += 1
         if s1_name is not None:
             base = os.path.join(job.s1_folders[s1_name], s1_name)
             s1_arrays = {b: read(f"{base}_{b}.tif", np.float32) for b in S1_BANDS}
-            items.append((s1_name.encode(), archive.safetensors_bytes(s1_arrays)))
+            items.append((s1_name.encode(), safetensors_bytes(s1_arrays)))
             s1 += 1
     return _ChunkResult(items, len(rows), refmaps, s1, read.raw - raw, read.decoded - decoded)
 
@@ -329,10 +330,10 @@ def encode_archive(
     os.replace(tmp, db)
     parts = root / archive.PARTS_DIR
     if parts.is_dir() and any(parts.glob("*.parquet")):
-        labels43 = archive.read_parts(root)[["patch_id", "labels43"]]
+        labels43 = read_parts(root)[["patch_id", "labels43"]]
         labels43 = labels43[labels43["patch_id"].isin(set(meta["patch_id"]))]
-        archive.write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
+        write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
     for name in (archive.FLAGGED, archive.METADATA):  # metadata.parquet last: marks completion
         if (root / name).exists():
-            archive.write_bytes(out / name, (root / name).read_bytes())
+            write_bytes(out / name, (root / name).read_bytes())
     return EncodeSummary(len(meta), db, refmaps, s1_count)

@@ -55,7 +55,7 @@ from common import (  # noqa: E402
 )
 
 from ben_builder.config import load_config  # noqa: E402
-from ben_builder.synth.products import ProductRecipe  # noqa: E402
+from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
 
 
 class RssSampler:
@@ -100,7 +100,7 @@ def run_once(
     writer threads included) to that many cores; a worker with one decoding thread otherwise
     still writes on a second core.
     """
-    from ben_builder.pipeline import run
+    from ben_builder.chain.run import run
 
     every = os.sched_getaffinity(0)
     if cores is not None:

@@ -23,18 +23,20 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.stand_ins: the local hub
 from common import CACHE, write_results  # noqa: E402
 
-from ben_builder.hub.cdse import CdseBackend, CdseEndpoints  # noqa: E402
-from ben_builder.hub.credentials import Credentials  # noqa: E402
-from ben_builder.hub.query import Query  # noqa: E402
-from ben_builder.hub.transfer import TransferPolicy, download_product  # noqa: E402
+from ben_builder.config import CdseEndpoints
+from ben_builder.sources.hub.cdse import CdseBackend  # noqa: E402
+from ben_builder.sources.hub.credentials import Credentials  # noqa: E402
+from ben_builder.sources.hub.query import Query  # noqa: E402
+from ben_builder.sources.hub.transfer import TransferPolicy, download_product  # noqa: E402
 
 NAME = "S2A_MSIL2A_20170613T101031_N0400_R022_T33UUP_20170613T101608"
 
 
 def serve(path: str, cut_after: list[int], port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    from ben_builder.hub.fakehub import HubProduct, HubServer, HubState
+    from tests.stand_ins.fakehub import HubProduct, HubServer, HubState
 
     state = HubState()
     p = HubProduct(id="bench", name=NAME, path=Path(path), sensing=datetime(2017, 6, 13))

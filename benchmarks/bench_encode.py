@@ -24,8 +24,8 @@ import lmdb
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results  # noqa: E402
 
+from ben_builder.archive.tiff import RawLayout  # noqa: E402
 from ben_builder.encode import DB, encode_archive  # noqa: E402
-from ben_builder.tiff import RawLayout  # noqa: E402
 
 
 def encode_rate(archive: Path, raw: bool, workers: int = 1) -> tuple[float, int, Path]:

@@ -27,7 +27,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from ben_builder.synth.products import ProductRecipe  # noqa: E402
+from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
 
 
 def main() -> None:
@@ -58,12 +58,12 @@ import numpy as np
 import rasterio
 from pathlib import Path
 from ben_builder import specs
-from ben_builder.clc import read_clc, rasterize_codes
-from ben_builder.grid import PatchGrid
-from ben_builder.labels import label_patches
-from ben_builder.process import _masks
-from ben_builder.safe import open_product
-from ben_builder.screen import screen
+from ben_builder.patches.clc import read_clc, rasterize_codes
+from ben_builder.patches.grid import PatchGrid
+from ben_builder.patches.labels import label_patches
+from ben_builder.chain.product import _masks
+from ben_builder.product.safe import open_product
+from ben_builder.patches.screen import screen
 with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
     p = open_product({str(product)!r})
     grid = PatchGrid(p.tile, 1200)

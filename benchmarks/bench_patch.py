@@ -30,7 +30,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from ben_builder.synth.products import ProductRecipe  # noqa: E402
+from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
 
 
 def main() -> None:
@@ -98,7 +98,7 @@ def patch_once(product: Path, session: Path) -> dict[str, Any]:
     return measure(
         f"""
 import rasterio
-from ben_builder.process import process_product
+from ben_builder.chain.product import process_product
 with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
     s = process_product({str(product)!r}, {str(work)!r})
 result["patches"] = s.kept

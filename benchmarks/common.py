@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import rasterio
 
-from ben_builder.safe import DECODER_ENV_DEFAULTS
-from ben_builder.synth.products import ProductRecipe
-from ben_builder.synth.writer import scene_for, write_product
+from ben_builder.runtime import DECODER_ENV_DEFAULTS
+from ben_builder.sources.synthetic.products import ProductRecipe
+from ben_builder.sources.synthetic.writer import scene_for, write_product
 
 CACHE = Path(os.environ.get("BEN_BENCH_CACHE", Path(__file__).parent / ".cache"))
 FULL_PX = 10980
@@ -34,7 +34,7 @@ def full_size_product(recipe: ProductRecipe, size_px: int = FULL_PX) -> Path:
 
 def full_size_clc(size_px: int = FULL_PX) -> Path:
     """Write (once) and return the CLC GeoPackage of the benchmark tile's land cover."""
-    from ben_builder.synth.writer import write_clc
+    from ben_builder.sources.synthetic.writer import write_clc
 
     clc_dir = CACHE / f"{size_px}px" / "clc"
     clc_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def bare_decode(product: Path, opj_threads: str = "1") -> dict[str, Any]:
         code=f"""
 import rasterio
 from ben_builder import specs
-from ben_builder.safe import open_product, read_band
+from ben_builder.product.safe import open_product, read_band
 with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
     p = open_product({str(product)!r})
     for b in specs.bands().bands:

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import rasterio
 
-from ben_builder.synth.products import ProductRecipe, demo_recipes
-from ben_builder.synth.scene import Scene
-from ben_builder.synth.writer import scene_for, write_dataset
+from ben_builder.sources.synthetic.products import ProductRecipe, demo_recipes
+from ben_builder.sources.synthetic.scene import Scene
+from ben_builder.sources.synthetic.writer import scene_for, write_dataset
 
 SIZE_PX = 1260  # 10 x 10 patches and a dropped partial row/column
 
@@ -41,3 +42,17 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
     with rasterio.Env():
         written = write_dataset(recipes, root, size_px=SIZE_PX, seed=0)
     return Synthetic(root, recipes, written.products, written.clc, written.truth)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """In CI, a test of real files (``@pytest.mark.real_data``) that skips is a failure.
+
+    The real files ship with the tests; a skip would mean a clone lost them, and CI must not
+    pass without the checks against reality.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and item.get_closest_marker("real_data"):
+        report.outcome = "failed"
+        report.longrepr = f"a real-data test skipped in CI: {report.longrepr}"

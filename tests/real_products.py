@@ -1,6 +1,6 @@
 """Build test products around the metadata of REAL Sentinel-2 products.
 
-``../shared/real-s2-metadata/`` holds ``MTD_MSIL*.xml``, ``MTD_TL.xml`` and ``manifest.safe`` of
+``tests/data/real-s2-metadata/`` holds ``MTD_MSIL*.xml``, ``MTD_TL.xml`` and ``manifest.safe`` of
 four real products, byte for byte (no image files). :func:`build` writes a product around them:
 every IMAGE_FILE the real metadata lists, at its path, in the format ``imageFormat`` names, with
 the pixel size its resolution has in ``MTD_TL.xml``; the QI cloud mask the manifest lists; the
@@ -29,17 +29,18 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from ben_builder import specs
-from ben_builder.grid import TileGeometry
-from ben_builder.safe import IMAGE_FORMATS, ProductName
-from ben_builder.synth.products import ProductRecipe
-from ben_builder.synth.scene import Acquisition, Scene, make_scene
-from ben_builder.synth.writer import ImageFile, cloud_gml, render_image, write_image
-from ben_builder.verify import ALGORITHMS
+from ben_builder.patches.grid import TileGeometry
+from ben_builder.product.names import ProductName
+from ben_builder.product.safe import IMAGE_FORMATS
+from ben_builder.product.verify import ALGORITHMS
+from ben_builder.sources.synthetic.products import ProductRecipe
+from ben_builder.sources.synthetic.scene import Acquisition, Scene, make_scene
+from ben_builder.sources.synthetic.writer import ImageFile, cloud_gml, render_image, write_image
 
 REAL_METADATA = Path(
     os.environ.get(
         "BEN_REAL_METADATA",
-        Path(__file__).resolve().parents[2] / "shared" / "real-s2-metadata",
+        Path(__file__).resolve().parent / "data" / "real-s2-metadata",
     )
 )
 
@@ -49,7 +50,7 @@ def real_products() -> list[Path]:
     return sorted(REAL_METADATA.glob("*.SAFE"))
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
@@ -69,23 +70,27 @@ class RealMetadata:
     def read(cls, src: Path) -> RealMetadata:
         name = ProductName.parse(src.name)
         mtd = ET.parse(src / f"MTD_MSI{name.level}.xml").getroot()
-        files = [e.text.strip() for e in mtd.iter() if _local(e.tag) == "IMAGE_FILE" and e.text]
-        fmt = next(e.get("imageFormat") for e in mtd.iter() if _local(e.tag) == "Granule")
+        files = [e.text.strip() for e in mtd.iter() if local_name(e.tag) == "IMAGE_FILE" and e.text]
+        fmt = next(e.get("imageFormat") for e in mtd.iter() if local_name(e.tag) == "Granule")
         offsets = {
             int(e.text or 0)
             for e in mtd.iter()
-            if _local(e.tag) in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
+            if local_name(e.tag) in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
         }
         if len(offsets) > 1:
             raise ValueError(f"{src}: per-band offsets differ; the builder assumes one value")
         granule = files[0].split("/")[1]
         tl = ET.parse(src / "GRANULE" / granule / "MTD_TL.xml").getroot()
-        code = next(e.text for e in tl.iter() if _local(e.tag) == "HORIZONTAL_CS_CODE")
+        code = next(e.text for e in tl.iter() if local_name(e.tag) == "HORIZONTAL_CS_CODE")
         geo = next(
-            e for e in tl.iter() if _local(e.tag) == "Geoposition" and e.get("resolution") == "10"
+            e
+            for e in tl.iter()
+            if local_name(e.tag) == "Geoposition" and e.get("resolution") == "10"
         )
-        size = next(e for e in tl.iter() if _local(e.tag) == "Size" and e.get("resolution") == "10")
-        vals = {_local(c.tag): c.text for c in [*geo, *size]}
+        size = next(
+            e for e in tl.iter() if local_name(e.tag) == "Size" and e.get("resolution") == "10"
+        )
+        vals = {local_name(c.tag): c.text for c in [*geo, *size]}
         geometry = TileGeometry(
             epsg=int(str(code).split(":")[1]),
             ulx_m=float(vals["ULX"] or 0),

@@ -19,8 +19,9 @@ import pytest
 import rasterio
 
 from ben_builder import archive, specs
+from ben_builder.archive.finalize import finalize
+from ben_builder.chain.product import Options, process_product
 from ben_builder.encode import encode_archive
-from ben_builder.process import Options, process_product
 
 torchgeo_datasets = pytest.importorskip("torchgeo.datasets")
 
@@ -37,7 +38,7 @@ def both_layouts(synthetic, tmp_path_factory):
         if r.level == "L2A":
             process_product(synthetic.path_of(r), root,
                             Options(clc_path=synthetic.clc, layout="both"))  # fmt: skip
-    archive.finalize(root, layout="both")
+    finalize(root, layout="both")
     return root
 
 

@@ -11,9 +11,11 @@ import rasterio
 from safetensors.numpy import load
 
 from ben_builder import archive, specs
+from ben_builder.archive.finalize import finalize
+from ben_builder.chain.product import Options, process_product
 from ben_builder.encode import DB, LABELS43, encode_archive
 from ben_builder.errors import ModelError, ProductNotFoundError
-from ben_builder.process import Options, process_product
+from ben_builder.files import write_parquet
 
 torch = pytest.importorskip("torch")
 
@@ -31,7 +33,7 @@ def encoded(synthetic, tmp_path_factory):
     for r in synthetic.recipes:
         if r.level == "L2A":
             process_product(synthetic.path_of(r), root, Options(clc_path=synthetic.clc))
-    archive.finalize(root)
+    finalize(root)
     out = tmp_path_factory.mktemp("enc")
     summary = encode_archive(root, out)
     return root, out, summary
@@ -108,7 +110,7 @@ def test_encode_official_layout_without_parts_and_with_s1(encoded, tmp_path):
                                height=120, count=1, dtype="float32") as ds:  # fmt: skip
                 ds.write(px, 1)
     meta["s1_name"] = pd.Series(s1_names, dtype=object)
-    archive.write_parquet(official / archive.METADATA, meta, schema=archive.METADATA_SCHEMA)
+    write_parquet(official / archive.METADATA, meta, schema=archive.METADATA_SCHEMA)
     shutil.copy(root / archive.FLAGGED, official / archive.FLAGGED)
     out = tmp_path / "enc"
     summary = encode_archive(official, out, s1_root=s1_root)

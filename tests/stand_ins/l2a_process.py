@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stand-in; returns the exit status."""
     args = parser().parse_args(argv)
     from ben_builder.errors import BenBuilderError
-    from ben_builder.safe import open_product
-    from ben_builder.synth.products import ProductRecipe
-    from ben_builder.synth.writer import scene_for, write_product
+    from ben_builder.product.safe import open_product
+    from ben_builder.sources.synthetic.products import ProductRecipe
+    from ben_builder.sources.synthetic.writer import scene_for, write_product
 
     src = Path(args.input_dir)
     out = Path(args.output_dir) if args.output_dir else src.parent

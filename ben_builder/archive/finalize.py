@@ -1,0 +1,125 @@
+"""Finishing an archive: the products' parts combined into the metadata parquets and side files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from contextlib import suppress
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ben_builder.archive import (
+    FLAGGED,
+    LABELS43,
+    METADATA,
+    METADATA_COLUMNS,
+    METADATA_SCHEMA,
+    PARTS_DIR,
+    REFMAP_DIR,
+    S1_DIR,
+    S2_DIR,
+    V1_DIR,
+    V1_SPLIT_FILES,
+    part_path,
+    shard_path,
+)
+from ben_builder.archive.shards import merge_shards
+from ben_builder.files import atomic_path, write_bytes, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def remove_product(root: Path, product_stem: str) -> int:
+    """Remove everything a product wrote to the archive; return how many files were removed.
+
+    The part (the product's completion mark) goes first, so an interruption here leaves the
+    product unfinished, never finished with files missing. v1 folders are found from the part's
+    ``s2v1_name`` column.
+    """
+    part = part_path(root, product_stem)
+    count = 0
+    v1_names: list[str] = []
+    if part.exists():
+        with suppress(OSError, ValueError, KeyError, pa.ArrowException):
+            v1_names = [str(n) for n in pq.read_table(part, columns=["s2v1_name"]).column(0)
+                        .to_pylist() if n]  # fmt: skip
+        part.unlink()
+        count += 1
+    summary = part.with_suffix(".json")
+    if summary.exists():
+        summary.unlink()
+        count += 1
+    for shard in (shard_path(root, product_stem), atomic_path(shard_path(root, product_stem))):
+        if shard.exists():
+            shard.unlink()
+            count += 1
+    folders = [root / S2_DIR / product_stem, root / REFMAP_DIR / product_stem]
+    folders += [root / V1_DIR / n for n in v1_names]
+    for folder in folders:
+        if folder.is_dir():
+            count += sum(1 for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder)
+    return count
+
+
+def read_parts(root: Path) -> pd.DataFrame:
+    """All per-product metadata parts of an archive, sorted by ``patch_id``."""
+    parts = sorted((root / PARTS_DIR).glob("*.parquet"))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in METADATA_COLUMNS})
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return frame.sort_values("patch_id", kind="stable").reset_index(drop=True)
+
+
+def finalize(
+    root: Path,
+    frame: pd.DataFrame | None = None,
+    layout: str = "v2",
+) -> dict[str, int]:
+    """Combine the per-product parts into ``metadata.parquet`` and the flagged-patches parquet.
+
+    Rows are sorted by ``patch_id`` so the output does not depend on the order products finished.
+    The folders and files the official releases have beside the patches are written too, so
+    loaders of the official layout (torchgeo's ``BigEarthNetV2`` and ``BigEarthNet``) read the
+    archive as it is: an (empty) ``BigEarthNet-S1/`` for v2, and the v1 split files
+    ``bigearthnet-{train,val,test}.csv`` for v1 (``<s2v1_name>,<s1_name>`` per line, patches of
+    ``metadata.parquet`` only, as v1's lists left the cloudy and snowy patches out).
+
+    Args:
+        root: Archive root.
+        frame: The combined rows to write, with the run's metadata rules applied (flags from
+            lists, countries); default: the parts as they are (:func:`read_parts`).
+        layout: ``v2``, ``v1``, ``both`` or ``lmdb`` (which side files to write; ``lmdb``
+            merges the products' shards into ``BigEarthNet.lmdb`` and adds ``labels43.parquet``,
+            so the archive is what ``encode`` would make of a v2 build).
+
+    Returns:
+        Row counts: ``{"metadata": n, "flagged": m}``.
+    """
+    if frame is None:
+        frame = read_parts(root)
+    if "flagged" in frame:
+        flagged_mask = frame["flagged"].astype(bool)
+    else:
+        flagged_mask = pd.Series(False, index=frame.index)
+    cols = list(METADATA_COLUMNS)
+    for name, rows in ((METADATA, ~flagged_mask), (FLAGGED, flagged_mask)):
+        write_parquet(root / name, frame.loc[rows, cols].reset_index(drop=True), METADATA_SCHEMA)
+    if layout in ("v2", "both"):
+        (root / S1_DIR).mkdir(exist_ok=True)
+    if layout == "lmdb":  # the archive is the encoded folder: LMDB, parquets, labels43
+        merge_shards(root)
+        labels43 = frame[["patch_id", "labels43"]] if "labels43" in frame else None
+        if labels43 is not None:
+            write_parquet(root / LABELS43, labels43.reset_index(drop=True))
+    if layout in ("v1", "both"):
+        kept = frame.loc[~flagged_mask & frame["s2v1_name"].notna()]
+        for split, name in V1_SPLIT_FILES.items():
+            chosen = kept[kept["split"] == split].sort_values("s2v1_name")
+            pairs = zip(chosen["s2v1_name"], chosen["s1_name"], strict=True)
+            lines = [f"{v1},{s1 if isinstance(s1, str) else ''}\n" for v1, s1 in pairs]
+            write_bytes(root / name, "".join(lines).encode())
+    return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}

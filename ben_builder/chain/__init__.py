@@ -1,0 +1,1 @@
+"""The chain: one product (:mod:`.product`), then many on Dask (:mod:`.run`), with their records."""

@@ -1,0 +1,217 @@
+"""The run report next to the archive: counts, label distribution, quicklooks, failures, versions.
+
+Written as ``report/report.md`` with PNG figures and a machine-readable ``report/run.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from ben_builder import __version__, archive, specs
+from ben_builder.archive.finalize import read_parts
+from ben_builder.files import write_bytes
+from ben_builder.patches.screen import COUNT_KEYS
+
+if TYPE_CHECKING:
+    from ben_builder.chain.results import RunResult
+    from ben_builder.config import RunConfig
+
+REPORT_DIR = "report"
+PACKAGES = ("numpy", "rasterio", "pyproj", "shapely", "geopandas", "pyogrio", "pyarrow", "pandas",
+            "dask", "distributed", "pydantic")  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    """Versions of ben_builder, Python, GDAL and the main libraries."""
+    out = {"ben_builder": __version__, "python": platform.python_version(),
+           "gdal": rasterio.__gdal_version__}  # fmt: skip
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _label_plot(meta: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = specs.nomenclature().names
+    counts = Counter(label for labels in meta["labels"] for label in labels)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.barh(range(len(names)), [counts.get(n, 0) for n in names], color="#4c72b0")
+    ax.set_yticks(range(len(names)), [n if len(n) < 48 else n[:45] + "..." for n in names],
+                  fontsize=8)  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlabel("patches")
+    ax.set_title("Label distribution (19 classes, recommended patches)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _rgb(root: Path, row: Any) -> np.ndarray:
+    folder = archive.patch_dir(root, row.product.rsplit("_", 1)[0], row.patch_id)
+    planes = []
+    for band in ("B04", "B03", "B02"):
+        with rasterio.open(folder / f"{row.patch_id}_{band}.tif") as ds:
+            planes.append(ds.read(1).astype(np.float32))
+    return np.clip(np.stack(planes, axis=-1) / 2500.0, 0, 1)
+
+
+def _quicklook(root: Path, parts: pd.DataFrame, n: int, path: Path) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not len(parts) or n == 0 or not (root / archive.S2_DIR).exists():
+        return 0
+    # a deterministic, spread-out sample: every k-th patch in patch_id order
+    step = max(1, len(parts) // n)
+    sample = parts.iloc[::step].head(n)
+    cols = min(6, len(sample))
+    rows = -(-len(sample) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), sample.itertuples(), strict=False):
+        ax.imshow(_rgb(root, row))
+        flags = ("C" if row.contains_cloud_or_shadow else "") + ("S" if row.contains_seasonal_snow
+                                                                 else "")  # fmt: skip
+        labels: list[str] = list(getattr(row, "labels"))  # noqa: B009 (itertuples row)
+        text = "\n".join(lbl[:22] for lbl in labels[:3])
+        ax.set_title(f"{row.x},{row.y} {flags}\n{text}", fontsize=6)
+    fig.suptitle("Sample patches (RGB B04/B03/B02; C = cloud/shadow, S = snow)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return len(sample)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _offsets(offsets: dict[str, int]) -> str:
+    values = set(offsets.values())
+    if not values:
+        return "none"
+    return f"{values.pop():+d} (all bands)" if len(values) == 1 else str(offsets)
+
+
+def _verified(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "off"
+    if not v.get("manifest"):
+        return f"no manifest; {v.get('crc_checked', 0)} zip CRCs"
+    algos = "/".join(v.get("algorithms", []))
+    done = f"{v.get('files_checked', 0)} files {algos} ok"
+    return done
+
+
+def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path:
+    """Write the report for a finished run under ``<output>/report/`` and return its path."""
+    root = config.output
+    folder = root / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = read_parts(root)
+    meta = pd.read_parquet(root / archive.METADATA)
+    flagged = pd.read_parquet(root / archive.FLAGGED)
+    ok = [r for r in result.results if r.ok and r.summary]
+    totals = {k: sum(int(r.summary.get(k, 0)) for r in ok if r.summary) for k in COUNT_KEYS}
+    stage_s: Counter[str] = Counter()
+    for r in ok:
+        if r.summary and not r.summary.get("skipped"):
+            stage_s.update(r.summary.get("seconds", {}))
+    _label_plot(meta, folder / "label_distribution.png")
+    shown = _quicklook(root, parts, config.report_samples, folder / "quicklook.png")
+    split_counts = meta["split"].value_counts().to_dict() if len(meta) else {}
+
+    md = [f"# Run report: {config.name}", "", f"Archive: `{root}`  ",
+          f"Wall time: {result.seconds:.1f} s; products: {len(result.results)} "
+          f"({len(result.failures)} failed)", ""]  # fmt: skip
+    md += ["## Counts", "", _table([[k, v] for k, v in totals.items()], ["stage", "patches"]), ""]
+    md += [f"metadata.parquet: {result.counts.get('metadata', 0)} patches "
+           f"(split: {split_counts}); flagged-patches parquet: {result.counts.get('flagged', 0)}",
+           ""]  # fmt: skip
+    md += ["## Per tile", "", _table(
+        [[r.product, *(r.summary.get(k, 0) for k in COUNT_KEYS),
+          "yes" if r.summary.get("skipped") else ""] for r in ok if r.summary],
+        ["product", *COUNT_KEYS, "resumed"]), ""]  # fmt: skip
+    md += ["## Flagged patches per reason", "", _table([
+        ["cloud or shadow", int(flagged["contains_cloud_or_shadow"].sum()) if len(flagged) else 0],
+        ["seasonal snow", int(flagged["contains_seasonal_snow"].sum()) if len(flagged) else 0],
+    ], ["reason", "patches"]), ""]  # fmt: skip
+    md += ["## Label distribution", "", "![labels](label_distribution.png)", ""]
+    if shown:
+        md += ["## Sample patches", "", "![quicklook](quicklook.png)", ""]
+    md += [
+        "## Timings per stage (seconds, summed over products processed in this run)",
+        "",
+        _table([[k, f"{v:.1f}"] for k, v in sorted(stage_s.items())], ["stage", "s"]),
+        "",
+    ]
+    if result.failures:
+        md += ["## Failures", "", _table([[r.product, r.stage, (r.error or "").replace("|", "/")]
+                                          for r in result.failures], ["product", "stage", "error"]),
+               "", "Tracebacks are in run.json.", ""]  # fmt: skip
+    md += ["## Products (as read; offsets applied to reach the pre-04.00 DN convention)", "",
+           _table([[r.product, (i := r.summary.get("product_info", {})).get("level"),
+                    i.get("processing_baseline"), i.get("quantification_value"),
+                    _offsets(i.get("radiometric_offset", {})), i.get("image_format"),
+                    _verified(r.summary.get("verification"))]
+                   for r in ok if r.summary],
+                  ["product", "level", "baseline", "quantification", "offsets applied",
+                   "format", "manifest check"]), ""]  # fmt: skip
+    if result.skipped:
+        rows = [[d.path.name, d.reason] for d in result.skipped]
+        md += ["## Skipped duplicates", "", _table(rows, ["product", "reason"]), ""]
+    if result.warnings:
+        md += ["## Warnings", "", *[f"- {w}" for w in result.warnings], ""]
+    shared = next((r.summary.get("inputs") for r in ok if r.summary and r.summary.get("inputs")),
+                  None) or {}  # fmt: skip
+    rows = [[r.product, r.sha256 or ""] for r in ok]
+    if clc is not None:
+        rows.append([f"CLC `{clc}`", shared.get("clc_sha256", "")])
+    if shared:
+        rows.append(["data_specs/", shared.get("specs_sha256", "")])
+    md += ["## Inputs (SHA-256)", "", _table(rows, ["input", "sha256"]), ""]
+    md += [
+        "## Software",
+        "",
+        _table([[k, v] for k, v in versions().items()], ["package", "version"]),
+    ]
+    report = folder / "report.md"
+    write_bytes(report, ("\n".join(md) + "\n").encode())
+    run_json = {
+        "name": config.name,
+        "seconds": round(result.seconds, 2),
+        "counts": result.counts,
+        "totals": totals,
+        "results": [asdict(r) for r in result.results],
+        "skipped": [
+            {"product": d.path.name, "kept": d.kept.name, "reason": d.reason}
+            for d in result.skipped
+        ],  # fmt: skip
+        "warnings": result.warnings,
+        "versions": versions(),
+        "clc": str(clc) if clc else None,
+    }
+    write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
+    return report

@@ -1,0 +1,299 @@
+"""The whole chain on Dask: products -> patches -> labels -> screening -> archive -> metadata.
+
+One task per product, keyed by the product's name so keys are deterministic. Tasks get paths and
+small frozen records, never open datasets; each sets its own GDAL environment. A failing product
+is recorded as data (product, stage, error, traceback) and the others go on; the run report is
+written, then the command fails if anything did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ben_builder import archive, specs
+from ben_builder.archive.finalize import finalize, read_parts
+from ben_builder.bigearthnet import Reproduction, reproduction
+from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_workers, usable_cores
+from ben_builder.chain.l2a import make_l2a
+from ben_builder.chain.metadata import MetadataRule, metadata_rules
+from ben_builder.chain.preflight import Plan, check_writable, preflight
+from ben_builder.chain.product import Options, process_product
+from ben_builder.chain.results import (
+    RunResult,
+    TaskResult,
+    failed,
+    outcome,
+    result_line,
+    unavailable,
+)
+from ben_builder.chain.stages import stage_of
+from ben_builder.config import RunConfig
+from ben_builder.errors import ClusterError
+from ben_builder.files import output_lock, write_bytes
+from ben_builder.product.names import ProductName
+from ben_builder.product.verify import checksum
+from ben_builder.runtime import gdal_env
+from ben_builder.sources.inputs import discover_products
+from ben_builder.sources.local import Duplicate, select_products
+
+log = logging.getLogger(__name__)
+
+#: Seconds between looks at the cluster (SLURM job states) while tasks run.
+POLL_S = 5.0
+
+
+def product_task(
+    path: str,
+    out_root: str,
+    options: Options,
+    with_checksum: bool,
+    pin: bool = False,
+    threads: int = 1,
+) -> TaskResult:
+    """Process one product on a worker; never raises, failures come back as data.
+
+    ``threads`` cores for decoding (bands side by side, see :func:`process_product`) change the
+    speed, never the pixels.
+    """
+    name = Path(path).name
+    if pin:
+        pin_to_worker_cores(threads)
+    try:
+        with gdal_env(GDAL_NUM_THREADS=threads):
+            s = process_product(path, out_root, options, threads=threads)
+        digest = _product_digest(Path(path), Path(out_root), s.skipped) if with_checksum else None
+        return TaskResult(product=name, ok=True, summary=asdict(s), sha256=digest)
+    except Exception as exc:
+        return failed(name, stage_of(exc), exc)
+
+
+def _product_digest(path: Path, out_root: Path, skipped: bool) -> str:
+    """The product's SHA-256, hashed once per product (a re-run reads the recorded digest)."""
+    stem = ProductName.parse(path.name).stem
+    record = archive.part_path(out_root, stem).with_suffix(".sha256")
+    if skipped and record.exists():
+        return record.read_text().strip()
+    digest = checksum(path)
+    write_bytes(record, digest.encode())
+    return digest
+
+
+def task_key(path: Path) -> str:
+    """Deterministic Dask key of a product's task."""
+    return f"product-{path.name}"
+
+
+def run(
+    config: RunConfig, fail_fast: bool | None = None, progress: bool = True, force: bool = False
+) -> RunResult:
+    """Run the chain for ``config``; write the archive, metadata and run report.
+
+    Returns:
+        All task results, metadata counts and the report path. Failures are in the result (and the
+        report); the caller decides the exit status.
+
+    Raises:
+        OutputLockedError: another run is writing into the same output folder.
+    """
+    fail_fast = config.fail_fast if fail_fast is None else fail_fast
+    with output_lock(config.output, f"ben-builder build {config.name}"):
+        with run_log(config.output / "report" / "run.log"):
+            return _run(config, fail_fast, progress, force)
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Append the project's progress messages (info and above) to ``path`` during a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    own = logging.getLogger("ben_builder")
+    before = own.level
+    if own.getEffectiveLevel() > logging.INFO:
+        own.setLevel(logging.INFO)
+    own.addHandler(handler)
+    try:
+        yield
+    finally:
+        own.removeHandler(handler)
+        own.setLevel(before)
+        handler.close()
+
+
+def plan_run(config: RunConfig) -> tuple[Plan, list[Duplicate], list[TaskResult]]:
+    """What ``build`` would do (``build --check``): the preflight plan, nothing written.
+
+    Products are discovered as the run would (a folder is listed; a hub is not searched, a
+    synthetic set is not written: their products are only known once the run fetches them).
+
+    Returns:
+        The plan, the duplicates left out, and the listed products that are absent.
+    """
+    rules = reproduction(config.reproduce)
+    metadata_rules(config, rules)  # lists and boundaries readable
+    if config.inputs.source != "local":
+        check_writable(config.output)
+        if config.inputs.clc_path is not None:
+            from ben_builder.patches.clc import check_clc
+
+            check_clc(config.inputs.clc_path, specs.clc())
+        plan = Plan()
+        plan.warnings.append(
+            f"source {config.inputs.source!r}: the products are known only once the run fetches "
+            "them; checked the output, the CLC file, lists and boundaries"
+        )
+        return plan, [], []
+    products, missing, clc = discover_products(config.inputs, rules.product_list())
+    products, duplicates = select_products(products, config.duplicates)
+    plan = preflight(products, clc, config.output, config.layout)
+    return plan, duplicates, [unavailable(m) for m in missing]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a run was given to do, found before any product is touched."""
+
+    rules: Reproduction
+    adjust: MetadataRule
+    products: list[Path]
+    clc: Path | None
+    options: Options
+
+
+def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
+    """Rules, products and options of a run, checked before any work.
+
+    Lists, boundaries, inputs, output and disk are checked here; the unavailable and duplicate
+    products go in ``result``.
+    """
+    rules = reproduction(config.reproduce)
+    adjust = metadata_rules(config, rules)
+    products, missing, clc = discover_products(config.inputs, rules.product_list())
+    products, duplicates = select_products(products, config.duplicates)
+    for d in duplicates:
+        log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
+    plan = preflight(products, clc, config.output, config.layout)
+    options = Options(
+        clc_path=clc,
+        layout=config.layout,
+        verify=config.verify,
+        force=force,
+        v1_names=rules.v1_names,
+    )
+    # the shared inputs' digests once (the CLC hashed once per version of the file)
+    options = replace(options, inputs=options.run_inputs(config.output))
+    result.results.extend(unavailable(m) for m in missing)
+    result.skipped = duplicates
+    result.notes = list(plan.warnings)
+    return _Work(rules, adjust, products, clc, options)
+
+
+def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
+    from ben_builder.chain.report import write_report
+
+    t0 = time.perf_counter()
+    out = config.output
+    result = RunResult()
+    work = _prepare(config, force, result)
+    workers, threads = plan_workers(config.cluster, len(work.products))
+    if config.cluster.kind == "local":
+        log.info("%d local workers, %d decoding threads per product", workers, threads)
+    with dask_client(config.cluster, out / "report" / "workers", workers, threads) as client:
+        watch = _job_watch(client, config)
+        products, l2a_failures = make_l2a(client, work.products, config.sen2cor, work.rules,
+                                          progress)  # fmt: skip
+        result.results.extend(l2a_failures)
+        pin = (
+            config.cluster.kind == "local"
+            and 1 < workers
+            and workers * threads <= len(usable_cores())
+        )
+        futures = {
+            client.submit(
+                product_task, str(p), str(out), work.options, True, pin, threads,
+                key=task_key(p), pure=False,
+            ): p.name
+            for p in products
+        }  # fmt: skip
+        _collect(futures, result, watch, fail_fast, config.name, progress)
+    result.results.sort(key=lambda r: r.product)
+    try:
+        result.counts = finalize(out, work.adjust(read_parts(out)), layout=config.layout)
+    finally:  # the report is written also when finalisation fails (e.g. a full disk)
+        result.seconds = time.perf_counter() - t0
+        result.report = write_report(config, result, work.clc)
+    return result
+
+
+def _job_watch(client: Any, config: RunConfig) -> Any:
+    """A watch over the SLURM jobs of ``client``'s cluster (None for other clusters)."""
+    if config.cluster.kind != "slurm":
+        return None
+    from ben_builder.chain.slurm import JobWatch
+
+    s = config.cluster.slurm
+    lost = s.max_lost_jobs if s.max_lost_jobs is not None else 2 * s.jobs
+    return JobWatch(client.cluster, lost)
+
+
+def _collect(
+    futures: dict[Any, str],
+    result: RunResult,
+    watch: Any,
+    fail_fast: bool,
+    name: str,
+    progress: bool,
+) -> None:
+    """Gather the product tasks' results into ``result`` as they finish, with a progress bar.
+
+    The run stops early at the first failure (``fail_fast``) or when the SLURM jobs are lost
+    past their limit; the products not finished then are recorded with the reason.
+    """
+    from dask.distributed import wait
+    from tqdm import tqdm
+
+    patches = 0
+    finished: set[str] = set()
+    stop: tuple[str, str] | None = None
+    with tqdm(total=len(futures), unit="product", desc=name,
+              disable=None if progress else True) as bar:  # fmt: skip
+        pending = set(futures)
+        while pending and stop is None:
+            try:
+                done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in sorted(done, key=lambda f: futures[f]):
+                r = outcome(fut, futures[fut])
+                finished.add(r.product)
+                result.results.append(r)
+                if r.ok and r.summary:
+                    patches += int(r.summary["kept"])
+                bar.update()
+                log.info("%s", result_line(r))
+                if not r.ok and fail_fast:
+                    stop = ("cancelled", "not processed: the run stopped at the first "
+                            "failure (--fail-fast)")  # fmt: skip
+            jobs = None
+            if watch is not None:
+                try:
+                    jobs = watch.poll()
+                except ClusterError as exc:
+                    log.error("%s", exc)
+                    stop = ("cluster", f"not processed: {exc}")
+            bar.set_postfix(patches=patches, failed=len(result.failures),
+                            **({"jobs": jobs} if jobs else {}))  # fmt: skip
+    if stop is not None:
+        for f in futures:
+            f.cancel()
+        result.results += [
+            TaskResult(product=n, ok=False, stage=stop[0], error=stop[1])
+            for n in sorted(set(futures.values()) - finished)
+        ]

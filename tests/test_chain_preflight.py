@@ -1,0 +1,159 @@
+"""Checks before work, the output lock, empty runs, batch logging and clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ben_builder import archive
+from ben_builder.chain.run import run
+from ben_builder.config import load_config
+from ben_builder.errors import OutputLockedError, PreflightError, SpecError
+from ben_builder.files import LOCK_FILE, output_lock
+
+CLI = [sys.executable, "-m", "ben_builder.cli"]
+
+
+@pytest.fixture(scope="module")
+def one_product(synthetic, tmp_path_factory):
+    d = tmp_path_factory.mktemp("one")
+    src = synthetic.path_of(synthetic.find(tile_id="T34VER", level="L2A"))
+    shutil.copy(src, d / src.name)
+    return d
+
+
+def _config(tmp_path: Path, products: Path, clc: Path | None, **extra: object) -> Path:
+    inputs: dict[str, object] = {"source": "local", "products_dir": str(products)}
+    if clc is not None:
+        inputs["clc_path"] = str(clc)
+    cfg = {"name": "t", "output": str(tmp_path / "arch"), "inputs": inputs,
+           "cluster": {"kind": "local", "n_workers": 1}, "report_samples": 0, **extra}  # fmt: skip
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_check_prints_the_plan_and_writes_nothing(tmp_path, one_product, synthetic):
+    cfg = _config(tmp_path, one_product, synthetic.clc)
+    r = _cli("build", "--check", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "products: 1 (1 tiles: T34VER)" in r.stdout
+    assert "patches (candidates before screening): 100" in r.stdout
+    assert "check passed" in r.stdout
+    out = tmp_path / "arch"
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE]
+
+
+def test_inputs_are_checked_before_any_work(tmp_path, one_product, synthetic):
+    # a missing CLC file: the error names it, nothing is decoded or written
+    cfg = _config(tmp_path, one_product, tmp_path / "nowhere.gpkg")
+    with pytest.raises(Exception, match="nowhere.gpkg: CLC file not found"):
+        run(load_config(cfg), progress=False)
+    assert not (tmp_path / "arch" / archive.S2_DIR).exists()
+    # a CLC of another region (only T35VNJ's scene): covers none of the tiles
+    from ben_builder.sources.synthetic.writer import scene_for, write_clc
+
+    (tmp_path / "far").mkdir()
+    far = write_clc([scene_for("T35VNJ", 1260, 0)], tmp_path / "far")
+    with pytest.raises(PreflightError, match="covers none of the tiles"):
+        run(load_config(_config(tmp_path, one_product, far)), progress=False)
+    assert not (tmp_path / "arch" / archive.S2_DIR).exists()
+    # an output that cannot be written (its parent is a file; chmod would not stop root)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    cfg = _config(tmp_path, one_product, synthetic.clc, output=str(blocker / "arch"))
+    with pytest.raises(PreflightError, match="not writable"):
+        run(load_config(cfg), progress=False)
+
+
+def test_a_config_without_clc_is_refused(tmp_path, one_product):
+    with pytest.raises(SpecError, match="needs 'clc_path'"):
+        load_config(_config(tmp_path, one_product, None))
+
+
+def test_empty_runs_fail_unless_allowed(tmp_path, synthetic):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = _config(tmp_path, empty, synthetic.clc)
+    r = _cli("build", str(cfg))
+    assert r.returncode == 1 and "produced no patch" in r.stderr
+    r = _cli("build", "--allow-empty", str(cfg))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_second_build_into_the_same_folder_is_refused(tmp_path, one_product, synthetic):
+    cfg = _config(tmp_path, one_product, synthetic.clc)
+    out = tmp_path / "arch"
+    with output_lock(out, "a test"):
+        with pytest.raises(OutputLockedError, match=f"a test pid {os.getpid()} on host"):
+            run(load_config(cfg), progress=False)
+    # the same from another process: the CLI names the holder and exits 2
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from ben_builder.archive import output_lock\n"
+         f"with output_lock(Path({str(out)!r}), 'ben-builder build other'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = _cli("build", str(cfg))
+        assert r.returncode == 2
+        assert f"in use by ben-builder build other pid {holder.pid}" in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # a lock left by a killed process is not stale: the next run takes it
+    res = run(load_config(cfg), progress=False)
+    assert not res.failures
+
+
+def test_batch_jobs_see_one_line_per_product_and_a_run_log(tmp_path, one_product, synthetic):
+    cfg = _config(tmp_path, one_product, synthetic.clc)
+    name = next(one_product.iterdir()).name
+    r = _cli("build", str(cfg))  # stderr is a pipe, as in a batch job
+    assert r.returncode == 0, r.stderr
+    assert f"done {name}: kept" in r.stderr
+    assert "distributed" not in r.stderr and "DEBUG" not in r.stderr
+    assert "Port 8787" not in r.stderr  # no dashboard unless asked for
+    log = (tmp_path / "arch" / "report" / "run.log").read_text()
+    assert f"done {name}" in log
+    r = _cli("-q", "build", str(cfg))
+    assert r.returncode == 0 and "already done" not in r.stderr
+    assert f"already done {name}" in (tmp_path / "arch" / "report" / "run.log").read_text()
+
+
+def test_clear_errors_for_bad_size_and_unreachable_scheduler(tmp_path, one_product, synthetic):
+    r = _cli("synth", "--out", str(tmp_path / "s"), "--size-px", "1000")
+    assert r.returncode == 2 and "not a positive multiple of 6" in r.stderr
+    assert "Traceback" not in r.stderr
+    unreachable = {"kind": "address", "scheduler_address": "tcp://127.0.0.1:9"}
+    cfg = _config(tmp_path, one_product, synthetic.clc, cluster=unreachable)
+    t0 = time.monotonic()
+    r = _cli("build", str(cfg), env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    assert r.returncode == 2, r.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 120
+
+
+def test_v1_layout_refuses_colliding_v1_names(tmp_path, synthetic):
+    """The L1C and the L2A of one acquisition would write the same v1 folders."""
+    l2a = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"))
+    l1c = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L1C", baseline="02.05"))
+    r = _cli("patch", str(l2a), str(l1c), "--out", str(tmp_path / "v1"), "--layout", "v1")
+    assert r.returncode == 2 and "would get the same v1 names" in r.stderr
+    assert not (tmp_path / "v1" / archive.V1_DIR).exists()
+    r = _cli("patch", str(l2a), str(l1c), "--out", str(tmp_path / "v2"), "--layout", "v2")
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,469 @@
+"""The whole chain on Dask: determinism, failures as data, resumability, configs, SLURM script."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import pandas as pd
+import psutil
+import pytest
+import rasterio
+import yaml
+
+from ben_builder import archive, files
+from ben_builder.archive.finalize import finalize, read_parts
+from ben_builder.chain.run import run
+from ben_builder.config import load_config
+from ben_builder.errors import ProductNotFoundError
+from tests.helpers import digest_tree
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def products_dir(synthetic, tmp_path_factory):
+    d = tmp_path_factory.mktemp("products")
+    picks = [
+        synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"),
+        synthetic.find(tile_id="T33UUP", level="L1C", baseline="04.00"),
+        synthetic.find(tile_id="T34VER", level="L2A"),
+    ]
+    for r in picks:
+        src = synthetic.path_of(r)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / src.name)
+    return d
+
+
+def _config(tmp_path, products_dir, clc, name="t", **extra):
+    cfg = {
+        "name": name,
+        "output": str(tmp_path / name),
+        "inputs": {"source": "local", "products_dir": str(products_dir), "clc_path": str(clc)},
+        "report_samples": 6,
+        "cluster": {"kind": "local", "n_workers": extra.pop("n_workers", 2)},
+    }
+    cfg.update(extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, synthetic):
+    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "one", n_workers=1)),
+              progress=False)  # fmt: skip
+    two = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "two", n_workers=2)),
+              progress=False)  # fmt: skip
+    assert not one.failures and not two.failures
+    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "two")
+    meta = pd.read_parquet(tmp_path / "two" / archive.METADATA)
+    assert list(meta.columns) == list(archive.METADATA_COLUMNS)
+    assert set(meta.split) == {"train", "validation", "test"}
+    assert set(meta.country) == {"Austria", "Finland"}
+    report = (tmp_path / "two" / "report" / "report.md").read_text()
+    for section in (
+        "## Counts",
+        "## Per tile",
+        "## Label distribution",
+        "## Sample patches",
+        "## Timings per stage",
+        "## Inputs (SHA-256)",
+        "## Software",
+    ):
+        assert section in report
+    assert (tmp_path / "two" / "report" / "quicklook.png").stat().st_size > 10_000
+    assert (tmp_path / "two" / "report" / "label_distribution.png").stat().st_size > 5_000
+    again = run(load_config(tmp_path / "two.yaml"), progress=False)
+    assert all(r.summary and r.summary["skipped"] for r in again.results)
+    assert [r.sha256 for r in again.results] == [r.sha256 for r in two.results]
+    assert all(r.sha256 and len(r.sha256) == 64 for r in two.results)
+    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "two")
+
+
+def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, synthetic):
+    d = tmp_path / "mixed"
+    shutil.copytree(products_dir, d)
+    bad = next(p for p in d.iterdir() if p.suffix == ".zip")
+    bad.write_bytes(bad.read_bytes()[:10000])
+    cfg = _config(tmp_path, d, synthetic.clc, "mixed")
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert f"FAILED {bad.name} [open]" in r.stderr
+    out = tmp_path / "mixed"
+    import json
+
+    run_json = json.loads((out / "report" / "run.json").read_text())
+    failed = [x for x in run_json["results"] if not x["ok"]]
+    assert [x["product"] for x in failed] == [bad.name]
+    assert "CorruptProductError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
+    assert "## Failures" in (out / "report" / "report.md").read_text()
+    assert len(list((out / archive.PARTS_DIR).glob("*.parquet"))) == 2
+    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast",
+                        "--force"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1 and "FAILED" in r.stderr
+    # the report accounts for every product: done, failed, or not run (cancelled)
+    run_json = json.loads((out / "report" / "run.json").read_text())
+    products = sorted(p.name for p in d.iterdir() if p.suffix in (".zip", ".SAFE"))
+    assert sorted(x["product"] for x in run_json["results"]) == products
+    assert {x["stage"] for x in run_json["results"] if not x["ok"]} <= {"open", "cancelled"}
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir, synthetic):
+    ref = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "ref")), progress=False)
+    assert not ref.failures
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "kill")
+    out = tmp_path / "kill"
+    cmd = [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)]
+
+    # 1. SIGKILL a worker while it writes patches: Dask reruns the task elsewhere
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert _wait_for(lambda: len(list((out / archive.S2_DIR).rglob("*.tif"))) > 50)
+    workers = [
+        c
+        for c in psutil.Process(proc.pid).children(recursive=True)
+        if "spawn_main" in " ".join(c.cmdline()) or "forkserver" in " ".join(c.cmdline())
+    ]
+    assert workers
+    workers[-1].send_signal(signal.SIGKILL)
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    assert digest_tree(out) == digest_tree(tmp_path / "ref")
+
+    # 2. SIGKILL the whole run mid-way, then run again
+    shutil.rmtree(out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    assert _wait_for(lambda: len(list((out / archive.S2_DIR).rglob("*.tif"))) > 100)
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (
+        not (out / archive.METADATA).exists()
+        or len(list((out / archive.PARTS_DIR).glob("*.parquet"))) < 3
+    )
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert digest_tree(out) == digest_tree(tmp_path / "ref")
+
+
+def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
+    base = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "base")), progress=False)
+    parts = read_parts(tmp_path / "base")
+    names = sorted(parts.s2v1_name)
+    cloudy, snowy = set(names[::5]), set(names[1::7])
+    (tmp_path / "cloud.csv").write_text("\n".join(sorted(cloudy)) + "\n")
+    (tmp_path / "snow.csv").write_text("\n".join(sorted(snowy)) + "\n")
+    shutil.copytree(tmp_path / "base", tmp_path / "lists")
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "lists",
+                  flags_from_lists={"cloud_or_shadow": str(tmp_path / "cloud.csv"),
+                                    "snow": str(tmp_path / "snow.csv")})  # fmt: skip
+    res = run(load_config(cfg), progress=False)
+    assert not res.failures and not base.failures
+    meta = pd.read_parquet(tmp_path / "lists" / archive.METADATA)
+    flagged = pd.read_parquet(tmp_path / "lists" / archive.FLAGGED)
+    both = pd.concat([meta, flagged])
+    assert len(both) == len(parts)
+    assert set(both.loc[both.contains_cloud_or_shadow, "s2v1_name"]) == cloudy
+    assert set(both.loc[both.contains_seasonal_snow, "s2v1_name"]) == snowy
+    assert set(flagged.s2v1_name) == cloudy | snowy
+
+
+def test_product_list_filter_records_missing(tmp_path, products_dir, synthetic):
+    present = sorted(p.name for p in products_dir.iterdir())[0]
+    stem = present.removesuffix(".zip").removesuffix(".SAFE").rsplit("_", 1)[0]
+    csv = tmp_path / "list.csv"
+    csv.write_text(f"product\n{stem}\nS2A_MSIL2A_20170101T101031_N9999_R022_T33UUP\n")
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "listed",
+                  inputs={"source": "local", "products_dir": str(products_dir),
+                          "clc_path": str(synthetic.clc),
+                          "product_list": {"csv": str(csv), "column": "product"}})  # fmt: skip
+    res = run(load_config(cfg), progress=False)
+    assert [r.product for r in res.results if r.ok] == [present]
+    assert [(r.product, r.stage) for r in res.failures] == [
+        ("S2A_MSIL2A_20170101T101031_N9999_R022_T33UUP", "discover")
+    ]
+
+
+def test_countries_from_a_boundaries_file(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from ben_builder.bigearthnet import closest_country, read_boundaries
+
+    borders = gpd.GeoDataFrame({"country": ["West", "East"]},
+                               geometry=[box(10, 45, 12.5, 50), box(12.5, 45, 15, 50)],
+                               crs="EPSG:4326")  # fmt: skip
+    path = tmp_path / "borders.gpkg"
+    borders.to_file(path)
+    # T33UUP's upper-left patch lies west of 12.5 E, a patch 100 km east lies east of it;
+    # a patch in the Arctic lies in neither
+    frame = pd.DataFrame({"epsg": [32633, 32633, 32633],
+                          "ulx_m": [300000.0, 400000.0, 500000.0],
+                          "uly_m": [5400000.0, 5400000.0, 8000000.0]})  # fmt: skip
+    borders = read_boundaries(path, field="country", candidates=None)
+    assert list(closest_country(frame, borders, rule="within")) == ["West", "East", None]
+    assert list(closest_country(frame, borders)) == ["West", "East", "East"]
+
+
+def _fresh(tmp_path, products, clc, name):
+    """A clean build of the current inputs, for comparison."""
+    res = run(load_config(_config(tmp_path, products, clc, name)), progress=False)
+    assert not res.failures
+    return digest_tree(tmp_path / name)
+
+
+def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, monkeypatch):
+    """A re-run equals a clean build of the current inputs after each kind of change."""
+    from dataclasses import replace as dc_replace
+
+    import geopandas as gpd
+
+    from ben_builder.sources.synthetic.writer import scene_for, write_product
+
+    products = tmp_path / "products"
+    shutil.copytree(products_dir, products)
+    clc = tmp_path / "clc.gpkg"
+    shutil.copy(synthetic.clc, clc)
+    cfg = _config(tmp_path, products, clc, "arch")
+    out = tmp_path / "arch"
+    first = run(load_config(cfg), progress=False)
+    assert not first.failures
+
+    def redone(res):
+        return sorted(r.product for r in res.results if r.ok and not r.summary["skipped"])
+
+    # 1. a product replaced by different content under the same name
+    recipe = synthetic.find(tile_id="T34VER", level="L2A")
+    target = products / synthetic.path_of(recipe).name
+    target.unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    made = write_product(dc_replace(recipe), scene_for(recipe.tile_id, 1260, seed=7), other)
+    shutil.move(made, target)
+    res = run(load_config(cfg), progress=False)
+    assert redone(res) == [target.name]
+    assert next(r.sha256 for r in res.results if r.product == target.name) != next(
+        r.sha256 for r in first.results if r.product == target.name)  # fmt: skip
+    assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh1")
+
+    # 2. the CLC edited: 10 polygons 211 -> 311 (every product is redone)
+    frame = gpd.read_file(clc, layer="U2018_CLC2018_V2020_20u1")
+    idx = frame.index[frame["Code_18"] == "211"][:10]
+    frame.loc[idx, "Code_18"] = "311"
+    frame.to_file(clc, layer="U2018_CLC2018_V2020_20u1", driver="GPKG")
+    res = run(load_config(cfg), progress=False)
+    assert len(redone(res)) == 3
+    assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh2")
+
+    # 3. a part deleted to force one product's redo; 4. --force redoes all, same bytes
+    part = next((out / archive.PARTS_DIR).glob("*.parquet"))
+    part.unlink()
+    res = run(load_config(cfg), progress=False)
+    assert len(redone(res)) == 1
+    assert digest_tree(out) == digest_tree(tmp_path / "fresh2")
+    res = run(load_config(cfg), progress=False, force=True)
+    assert len(redone(res)) == 3
+    assert digest_tree(out) == digest_tree(tmp_path / "fresh2")
+
+    # 5. a spec changed: flag cloud/shadow only above half a patch
+    from ben_builder import specs
+
+    changed = tmp_path / "specs"
+    shutil.copytree(REPO / "data_specs", changed)
+    screening = changed / "screening.yaml"
+    screening.write_text(screening.read_text().replace(
+        "cloud_or_shadow_min_fraction: 0.0", "cloud_or_shadow_min_fraction: 0.5"))  # fmt: skip
+    monkeypatch.setenv("BEN_BUILDER_SPECS", str(changed))
+    specs.screening.cache_clear()
+    try:
+        flagged_before = len(pd.read_parquet(out / archive.FLAGGED))
+        res = run(load_config(cfg), progress=False)
+        assert len(redone(res)) == 3
+        assert len(pd.read_parquet(out / archive.FLAGGED)) < flagged_before
+        assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh3")
+    finally:
+        monkeypatch.delenv("BEN_BUILDER_SPECS")
+        specs.screening.cache_clear()
+
+
+def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthetic, monkeypatch):
+    """ENOSPC in a product, then in finalisation: clear errors, nothing half-written."""
+    import builtins
+    import errno
+
+    from ben_builder.chain.product import Options, process_product
+    from ben_builder.errors import ArchiveWriteError
+
+    product = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"))
+    out = tmp_path / "arch"
+    real_open = builtins.open
+    budget = {"files": 40}
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])  # half the bytes reach the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        if "w" in mode and str(path).endswith(".partial"):
+            budget["files"] -= 1
+            if budget["files"] < 0:
+                return Full(fh)
+        return fh
+
+    real_write = os.write
+
+    def full_write(fd, data):  # the patch files, written straight to their names
+        budget["files"] -= 1
+        if budget["files"] < 0:
+            real_write(fd, bytes(data)[: len(data) // 2])  # half the bytes reach the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    real_writev = os.writev
+
+    def full_writev(fd, parts):  # header and pixels side by side
+        return full_write(fd, b"".join(parts))
+
+    monkeypatch.setattr(files, "open", full_open, raising=False)
+    monkeypatch.setattr(os, "write", full_write)
+    monkeypatch.setattr(os, "writev", full_writev)
+    with pytest.raises(ArchiveWriteError, match=r"\.tif: cannot write \(No space left on device\)"):
+        process_product(product, out, Options(clc_path=synthetic.clc))
+    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "writev", real_writev)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".partial")]
+    assert not list((out / archive.PARTS_DIR).glob("*.parquet"))  # not marked finished
+    left = {p.relative_to(out): p.read_bytes() for p in files if p.suffix == ".tif"}
+    assert 0 < len(left) < 40
+    monkeypatch.setattr(files, "open", real_open, raising=False)
+    s = process_product(product, out, Options(clc_path=synthetic.clc))
+    assert not s.skipped
+    finalize(out)
+    clean = tmp_path / "clean"
+    process_product(product, clean, Options(clc_path=synthetic.clc))
+    finalize(clean)
+    assert digest_tree(out) == digest_tree(clean)
+    # what the full disk left under final names was whole: the same bytes as a clean build's
+    assert all((clean / rel).read_bytes() == data for rel, data in left.items())
+
+    # finalisation on a full disk: a clear error, the previous metadata intact
+    before = (out / archive.METADATA).read_bytes()
+    budget["files"] = 0
+    monkeypatch.setattr(files, "open", full_open, raising=False)
+    with pytest.raises(ArchiveWriteError, match="metadata"):
+        finalize(out)
+    assert (out / archive.METADATA).read_bytes() == before
+    assert not list(out.glob("*.partial"))
+
+
+def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir, synthetic):
+    """A product over the memory limit kills its worker twice: recorded, the others go on."""
+    from datetime import datetime
+
+    from ben_builder.sources.synthetic.products import ProductRecipe
+    from ben_builder.sources.synthetic.writer import scene_for, write_product
+
+    products = tmp_path / "products"
+    products.mkdir()
+    small = next(p for p in products_dir.iterdir() if "T34VER" in p.name)
+    shutil.copy(small, products / small.name)
+    # a large product (GeoTIFF bands: quick to write). In the folder layouts bands stream through
+    # the writers, and measured worker peaks were too close to tell apart by a limit (the small
+    # product 286-345 MB, a 3,660 px tile 338 MB, a 5,490 px one 410 MB). The LMDB layout keeps
+    # a product's bands until its shard is written: ~330 MB more for this 5,490 px tile
+    big = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
+                        image_format="GeoTIFF")  # fmt: skip
+    with rasterio.Env():
+        big_path = write_product(big, scene_for("T33UUP", 5490, 0), products)
+    cfg = _config(tmp_path, products, synthetic.clc, "mem", layout="lmdb")
+    data = yaml.safe_load(cfg.read_text())
+    data["cluster"]["memory_limit"] = "400MB"  # a worker is stopped above 95%: 380 MB
+    cfg.write_text(yaml.safe_dump(data))
+    # Dask's defaults first: a setting made before they exist takes them all away when undone
+    import distributed  # noqa: F401
+
+    with dask.config.set({"distributed.worker.memory.pause": False}):  # only the limit acts
+        res = run(load_config(cfg), progress=False)
+    assert [(r.product, r.stage) for r in res.failures] == [(big_path.name, "worker")]
+    assert "KilledWorker" in res.failures[0].error and "memory" in res.failures[0].error
+    assert [r.product for r in res.results if r.ok] == [small.name]
+    assert res.counts["metadata"] + res.counts["flagged"] > 0
+    run_json = (tmp_path / "mem" / "report" / "run.json").read_text()
+    assert "KilledWorker" in run_json
+
+
+def _lmdb_items(path):
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = list(txn.cursor())
+    env.close()
+    return items
+
+
+def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, synthetic):
+    """layout: lmdb writes no GeoTIFFs; its LMDB equals `encode` of a v2 build, byte for byte."""
+    from ben_builder.encode import encode_archive
+
+    v2 = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "v2")), progress=False)
+    lm = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm", layout="lmdb")),
+             progress=False)  # fmt: skip
+    assert not v2.failures and not lm.failures
+    encode_archive(tmp_path / "v2", tmp_path / "enc")
+    built = _lmdb_items(tmp_path / "lm" / archive.DB)
+    assert built == _lmdb_items(tmp_path / "enc" / archive.DB) and len(built) > 100
+    assert not (tmp_path / "lm" / archive.S2_DIR).exists()
+    assert not any(p.suffix == ".tif" for p in (tmp_path / "lm").rglob("*"))
+    for name in (archive.METADATA, archive.FLAGGED):
+        assert (tmp_path / "lm" / name).read_bytes() == (tmp_path / "v2" / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lm" / archive.LABELS43),
+                                  pd.read_parquet(tmp_path / "enc" / archive.LABELS43))  # fmt: skip
+    # deterministic: one worker gives the same files; a re-run skips and changes nothing
+    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm1", layout="lmdb",
+                                  n_workers=1)), progress=False)  # fmt: skip
+    assert not one.failures
+    assert digest_tree(tmp_path / "lm1") == digest_tree(tmp_path / "lm")
+    again = run(load_config(tmp_path / "lm.yaml"), progress=False)
+    assert all(r.summary and r.summary["skipped"] for r in again.results)
+    assert digest_tree(tmp_path / "lm1") == digest_tree(tmp_path / "lm")
+    with pytest.raises(ProductNotFoundError, match="already encoded"):
+        encode_archive(tmp_path / "lm", tmp_path / "enc2")
+    data = pytest.importorskip("ben_builder.train.data")  # training reads the archive as it is
+    ds = data.EncodedPatches(tmp_path / "lm", "train", 43, ("B02", "B8A", "B09"))
+    assert len(ds) > 0 and ds[0]["x20"].shape == (1, 60, 60)
+
+
+def test_a_products_log_line_counts_overlapped_writes_once():
+    from ben_builder.chain.results import TaskResult
+    from ben_builder.chain.run import _result_line
+
+    seconds = {"verify": 2.0, "label": 3.0, "read_bands": 110.0, "write_overlapped": 9.5}
+    r = TaskResult(product="P.SAFE", ok=True, summary={"kept": 5, "candidates": 8,
+                                                       "seconds": seconds})  # fmt: skip
+    assert _result_line(r) == "done P.SAFE: kept 5 of 8 (115.0 s)"  # writes overlap read_bands

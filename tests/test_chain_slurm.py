@@ -1,0 +1,132 @@
+"""The chain through a real SLURM scheduler (started by `.ci/slurm up`; skipped without one)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+from ben_builder import archive
+from ben_builder.chain.run import run
+from ben_builder.config import load_config
+from tests.helpers import digest_tree
+
+
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+    return r.returncode == 0 and any(s in r.stdout for s in ("idle", "mixed", "allocated"))
+
+
+pytestmark = pytest.mark.skipif(
+    not _slurm_up(), reason="no SLURM node here: `sudo .ci/slurm up` starts a single-node SLURM"
+)
+
+
+@pytest.fixture(scope="module")
+def products(synthetic, tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm-products")
+    for r in synthetic.recipes:
+        if r.level == "L2A":
+            src = synthetic.path_of(r)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, d / src.name)
+    return d
+
+
+def _config(tmp_path, products, clc, name, cluster):
+    cfg = {"name": name, "output": str(tmp_path / name), "report_samples": 0,
+           "inputs": {"source": "local", "products_dir": str(products), "clc_path": str(clc)},
+           "cluster": cluster}  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(path)
+
+
+def _slurm(job_name, **extra):
+    return {"kind": "slurm", "slurm": {"cores": 1, "processes": 1, "memory": "2GB",
+                                       "walltime": "00:20:00", "lifetime_margin_s": 60,
+                                       "job_name": job_name, **extra}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local(products, synthetic, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    res = run(_config(tmp, products, synthetic.clc, "local", {"kind": "local", "n_workers": 1}),
+              progress=False)  # fmt: skip
+    assert not res.failures
+    return digest_tree(tmp / "local")
+
+
+def test_chain_on_slurm_equals_local(tmp_path, products, synthetic, local):
+    res = run(_config(tmp_path, products, synthetic.clc, "s", _slurm("ben-test-eq", jobs=2)),
+              progress=False)  # fmt: skip
+    assert not res.failures
+    assert digest_tree(tmp_path / "s") == local
+    logs = list((tmp_path / "s" / "report" / "workers").glob("*.err"))  # workers log to stderr
+    assert logs and any("distributed.worker" in p.read_text() for p in logs)  # at info level
+
+
+def _cancel_when(predicate, job_name, timeout=300):
+    """Cancel every job named ``job_name`` once ``predicate()`` holds; return whether it did."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            subprocess.run(["scancel", "--name", job_name], check=False)
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_cancelled_jobs_are_replaced_and_the_run_finishes(tmp_path, products, synthetic, local,
+                                                          caplog):  # fmt: skip
+    out = tmp_path / "c"
+    cfg = _config(tmp_path, products, synthetic.clc, "c", _slurm("ben-test-cancel", jobs=1))
+    first_part = lambda: any((out / archive.PARTS_DIR).glob("*.parquet"))  # noqa: E731
+    cancel = threading.Thread(target=_cancel_when, args=(first_part, "ben-test-cancel"))
+    cancel.start()
+    with caplog.at_level("INFO", logger="ben_builder"):
+        res = run(cfg, progress=False)
+    cancel.join()
+    assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
+    assert "lost (CANCELLED)" in caplog.text and "RUNNING" in caplog.text
+    assert digest_tree(out) == local
+
+
+def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synthetic):
+    out = tmp_path / "l"
+    cfg = _config(tmp_path, products, synthetic.clc, "l",
+                  _slurm("ben-test-lost", jobs=1, max_lost_jobs=0))  # fmt: skip
+    first_part = lambda: any((out / archive.PARTS_DIR).glob("*.parquet"))  # noqa: E731
+    cancel = threading.Thread(target=_cancel_when, args=(first_part, "ben-test-lost"))
+    cancel.start()
+    t0 = time.time()
+    res = run(cfg, progress=False)
+    cancel.join()
+    assert time.time() - t0 < 300  # never hangs
+    stages = {r.stage for r in res.failures}
+    assert stages == {"cluster"}, [(r.product, r.stage, r.error) for r in res.failures]
+    assert "max_lost_jobs = 0" in res.failures[0].error
+    assert (out / "report" / "report.md").exists()
+    # every product is accounted for: done, or recorded as stopped by the lost jobs
+    assert len(res.results) == len(list(products.iterdir()))
+    assert (out / archive.METADATA).exists()
+
+
+def test_workers_retire_before_the_walltime_and_the_run_goes_on(tmp_path, products, synthetic,
+                                                                local):  # fmt: skip
+    """Jobs of one minute whose workers retire after four seconds: the run spans several jobs."""
+    cfg = _config(tmp_path, products, synthetic.clc, "w",
+                  _slurm("ben-test-wall", jobs=1, walltime="00:01:00", lifetime_margin_s=56,
+                         max_lost_jobs=0))  # fmt: skip
+    res = run(cfg, progress=False)
+    assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
+    assert digest_tree(tmp_path / "w") == local
+    logs = sorted((tmp_path / "w" / "report" / "workers").glob("*.err"))
+    assert len(logs) >= 2  # a replacement job took over from the retired one
+    assert any("lifetime" in p.read_text().lower() or "retir" in p.read_text().lower()
+               for p in logs)  # fmt: skip
