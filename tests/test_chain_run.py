@@ -15,7 +15,8 @@ import pytest
 import rasterio
 import yaml
 
-from ben_builder import archive, files
+from ben_builder import archive
+from ben_builder import files as safe_files
 from ben_builder.archive.finalize import finalize, read_parts
 from ben_builder.chain.run import run
 from ben_builder.config import load_config
@@ -348,7 +349,7 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
     def full_writev(fd, parts):  # header and pixels side by side
         return full_write(fd, b"".join(parts))
 
-    monkeypatch.setattr(files, "open", full_open, raising=False)
+    monkeypatch.setattr(safe_files, "open", full_open, raising=False)
     monkeypatch.setattr(os, "write", full_write)
     monkeypatch.setattr(os, "writev", full_writev)
     with pytest.raises(ArchiveWriteError, match=r"\.tif: cannot write \(No space left on device\)"):
@@ -360,7 +361,7 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
     assert not list((out / archive.PARTS_DIR).glob("*.parquet"))  # not marked finished
     left = {p.relative_to(out): p.read_bytes() for p in files if p.suffix == ".tif"}
     assert 0 < len(left) < 40
-    monkeypatch.setattr(files, "open", real_open, raising=False)
+    monkeypatch.setattr(safe_files, "open", real_open, raising=False)
     s = process_product(product, out, Options(clc_path=synthetic.clc))
     assert not s.skipped
     finalize(out)
@@ -374,7 +375,7 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
     # finalisation on a full disk: a clear error, the previous metadata intact
     before = (out / archive.METADATA).read_bytes()
     budget["files"] = 0
-    monkeypatch.setattr(files, "open", full_open, raising=False)
+    monkeypatch.setattr(safe_files, "open", full_open, raising=False)
     with pytest.raises(ArchiveWriteError, match="metadata"):
         finalize(out)
     assert (out / archive.METADATA).read_bytes() == before
