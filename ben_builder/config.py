@@ -262,11 +262,12 @@ class RunConfig(_Model):
         return self
 
 
-def _resolve(value: object, base: Path) -> object:
+def resolve_paths(value: object, base: Path) -> object:
+    """``value`` with every relative path in it (models searched deeply) taken against ``base``."""
     if isinstance(value, Path):
         return value if value.is_absolute() else (base / value).resolve()
     if isinstance(value, BaseModel):
-        updates = {k: _resolve(getattr(value, k), base) for k in type(value).model_fields}
+        updates = {k: resolve_paths(getattr(value, k), base) for k in type(value).model_fields}
         return value.model_copy(update=updates)
     return value
 
@@ -279,4 +280,4 @@ def load_config(path: Path) -> RunConfig:
     """
     path = Path(path)
     config = parse_model(RunConfig, load_yaml(path), path)
-    return cast(RunConfig, _resolve(config, path.resolve().parent))
+    return cast(RunConfig, resolve_paths(config, path.resolve().parent))

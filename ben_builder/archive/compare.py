@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import rasterio
 
 from ben_builder import archive, specs
-from ben_builder.encode import product_of, read_metadata
+from ben_builder.archive.reader import product_of, read_metadata
 from ben_builder.errors import ProductNotFoundError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ben_builder.config import _resolve
+from ben_builder.config import resolve_paths
 from ben_builder.specs import load_yaml, parse_model
 
 ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -45,4 +45,4 @@ class TrainConfig(BaseModel):
 def load_train_config(path: Path) -> TrainConfig:
     """Load a training configuration, resolving relative paths against its folder."""
     cfg = parse_model(TrainConfig, load_yaml(Path(path)), path)
-    return cast(TrainConfig, _resolve(cfg, Path(path).resolve().parent))
+    return cast(TrainConfig, resolve_paths(cfg, Path(path).resolve().parent))
