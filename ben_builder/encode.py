@@ -146,9 +146,7 @@ class PatchReader:
 
 
 #: Patches per reading task and LMDB transaction (~12 MB of values). Smaller chunks keep the
-#: encoder's memory small: on this VM each page of fresh memory cost ~25 us to fault in, and
-#: 256-patch chunks faulted ~40,000 pages (~1 s of kernel time) in a process's first encoding of
-#: the demo archive, 64-patch ones ~11,000.
+#: encoder's memory small: fewer fresh pages to fault in for each chunk (``make bench-encode``).
 CHUNK = 64
 
 

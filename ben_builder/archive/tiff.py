@@ -32,9 +32,9 @@ TAG_STRIP_OFFSETS = 273
 TAG_ROWS_PER_STRIP = 278
 TAG_STRIP_BYTE_COUNTS = 279
 TAG_MODEL_TIEPOINT = 33922
-#: zlib level of the deflated files. GDAL's default is 6; level 1 makes the same pixels 3x faster
-#: (a tile's 8,281 reference maps: 0.5 s instead of 1.6 s) in files of ~0.6 KB instead of
-#: ~0.4 KB, which take one file-system block either way.
+#: zlib level of the deflated files. GDAL's default is 6; level 1 compresses the same pixels
+#: several times faster into files a little larger, which take one file-system block either way
+#: (README, "Code layout").
 ZLEVEL = 1
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8}
 
@@ -206,8 +206,8 @@ class GeoTiffTemplate:
 class RawLayout:
     """The byte layout of a single-band striped GeoTIFF, learnt from one file tifffile decoded.
 
-    Reading a patch file through a TIFF library costs ~0.5-1 ms, mostly parsing; the encoder
-    reads 13 files per patch. Files written alike (all patches of one product and band size)
+    Reading a patch file through a TIFF library is mostly parsing; the encoder reads 13 files
+    per patch. Files written alike (all patches of one product and band size)
     share every byte before their pixel strips except the tiepoint's corner and, when
     compressed, the strip offsets and sizes. A file with the same header bytes outside those
     values has the same tags (size, type, compression, predictor, rows per strip), so its strips

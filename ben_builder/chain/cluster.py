@@ -36,7 +36,7 @@ def plan_workers(settings: ClusterSettings, n_products: int) -> tuple[int, int]:
 
     Many products: one single-threaded worker per core, as before. Fewer products than cores:
     one worker per product, and the spare cores go to those products as OpenJPEG decoding
-    threads (``GDAL_NUM_THREADS``; a full band decodes 1.9x faster on 2 threads), so a one-tile
+    threads (``GDAL_NUM_THREADS``), so a one-tile
     run uses the whole machine. On SLURM each worker gets its job's cores divided among the
     job's processes. ``threads_per_task`` overrides the threads.
     """
@@ -55,8 +55,7 @@ def plan_workers(settings: ClusterSettings, n_products: int) -> tuple[int, int]:
 def pin_to_worker_cores(threads: int) -> None:
     """Pin the calling process to its own cores (worker ``i`` -> cores ``i*threads`` onwards).
 
-    On a workstation, floating workers share cores badly: two unpinned workers read a tile's
-    bands in ~116 s each, where two bare decodes pinned to a core each took ~101 s. Only for
+    On a workstation, floating workers share cores badly (README, "How a run works"). Only for
     local clusters with no more workers x threads than cores; a failure to pin is harmless.
     """
     try:

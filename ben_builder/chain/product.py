@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -25,13 +25,13 @@ from shapely.geometry import Polygon
 from ben_builder import archive, bigearthnet, specs
 from ben_builder.archive import provenance
 from ben_builder.archive.finalize import remove_product
-from ben_builder.archive.shards import shard_writer
+from ben_builder.archive.shards import ShardWriter, shard_writer
 from ben_builder.archive.writer import BandWriter, v1_metadata
 from ben_builder.chain.bandstream import BandStream
 from ben_builder.chain.stages import WRITE_OVERLAPPED, Stages
 from ben_builder.files import write_json, write_parquet
 from ben_builder.patches.clc import rasterize_codes, read_clc
-from ben_builder.patches.grid import PatchGrid, split_for
+from ben_builder.patches.grid import Patch, PatchGrid, split_for
 from ben_builder.patches.labels import PatchLabels, label_patches
 from ben_builder.patches.screen import (
     MaskSet,
@@ -164,7 +164,7 @@ def process_product(
     masks come first, so each band's patch files are written by background writer threads while
     other bands decode (``write_overlapped`` in the timings: their busy time, summed; ``write``:
     the time the product waited for writes). An exception escaping a stage carries its name (see
-    :func:`stage_of`); nothing of the product is marked finished.
+    :func:`~ben_builder.chain.stages.stage_of`); nothing of the product is marked finished.
 
     Args:
         path: Product ``.SAFE`` folder or ``.zip``.
@@ -186,34 +186,125 @@ def process_product(
     stages = Stages()
     with stages("open"):
         product = open_product(path)
-    stem = product.stem
-    part = archive.part_path(out_root, stem)
-    summary_file = part.with_suffix(".json")
     inputs = options.run_inputs(out_root)
     fingerprint = provenance.product_fingerprint(Path(path), inputs)
-    if part.exists() and summary_file.exists():
-        recorded = json.loads(summary_file.read_text())
-        if recorded.get("fingerprint") == fingerprint and not options.force:
-            done = ProductSummary(**recorded)
-            done.skipped = True
-            with suppress(OSError, ValueError):
-                done.seconds = json.loads(_timings_path(out_root, stem).read_text())
-            log.info("skip %s: already in the archive, made from the same inputs", stem)
-            return done
-        why = "--force" if options.force else "its inputs changed since it was made"
-        log.info("redo %s: %s", stem, why)
-    removed = remove_product(out_root, stem)
+    done = _already_done(out_root, product.stem, fingerprint, options.force)
+    if done is not None:
+        return done
+    removed = remove_product(out_root, product.stem)
     if removed:
-        log.info("%s: removed %d files of an earlier or interrupted run", stem, removed)
-
+        log.info("%s: removed %d files of an earlier or interrupted run", product.stem, removed)
     verification = None
     if options.verify:
         with stages("verify"):
-            verification = _verified(Path(path), part.with_suffix(".verified.json"))
+            record = archive.part_path(out_root, product.stem).with_suffix(".verified.json")
+            verification = _verified(Path(path), record)
+    cut = _cut(product, options, out_root, stages, threads)
+    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level,
+                       product_info=product_info(product), verification=verification,
+                       fingerprint=fingerprint, inputs=asdict(inputs))  # fmt: skip
+    if cut.codes is not None and not np.any(cut.codes != int(specs.clc().no_polygon_code)):
+        s.warnings.append(
+            f"no CLC polygon covers tile {product.name.tile_id} in {options.clc_path}; every "
+            "patch is unlabeled (is the CLC file the right one for this region?)"
+        )
+    with stages("write"):
+        rows = _write_patches(product, cut, options, out_root, s, on_patch)
+    if s.kept == 0:
+        s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
+    for w in s.warnings:  # data in the summary; the CLI and the run report print them once
+        log.info("%s: %s", product.name.name, w)
+    s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
+    _mark_finished(out_root, product.stem, s, rows)
+    log.info(s.line())
+    return s
 
+
+def _already_done(
+    out_root: Path, stem: str, fingerprint: str, force: bool
+) -> ProductSummary | None:
+    """The recorded summary of a product already made from the same inputs (None: redo it)."""
+    part = archive.part_path(out_root, stem)
+    summary_file = part.with_suffix(".json")
+    if not (part.exists() and summary_file.exists()):
+        return None
+    recorded = json.loads(summary_file.read_text())
+    if recorded.get("fingerprint") == fingerprint and not force:
+        done = ProductSummary(**recorded)
+        done.skipped = True
+        with suppress(OSError, ValueError):
+            done.seconds = json.loads(_timings_path(out_root, stem).read_text())
+        log.info("skip %s: already in the archive, made from the same inputs", stem)
+        return done
+    why = "--force" if force else "its inputs changed since it was made"
+    log.info("redo %s: %s", stem, why)
+    return None
+
+
+def _mark_finished(
+    out_root: Path, stem: str, s: ProductSummary, rows: list[dict[str, object]]
+) -> None:
+    """Write the product's timings, summary and part; the part, last, marks it finished."""
+    part = archive.part_path(out_root, stem)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    # content files hold no run facts (timings): two runs of the same inputs give the same bytes
+    record = {k: v for k, v in asdict(s).items() if k not in ("seconds", "skipped")}
+    timings = _timings_path(out_root, stem)
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    write_json(timings, s.seconds)
+    write_json(part.with_suffix(".json"), record)  # the summary first: the part marks completion
+    write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
+
+
+@dataclass
+class Cut:
+    """A product cut into its grid: labels, screening and (layout ``lmdb`` only) its bands.
+
+    Attributes:
+        grid: The patch grid of the tile.
+        bands: Decoded bands by name; only for the ``lmdb`` layout (the other layouts' band
+            files and reference maps were written as the bands decoded).
+        codes: The CLC codes on the tile's 10 m grid (None without a CLC).
+        labels: The labels of every patch (None without a CLC).
+        keep_labels: Patches labelled enough to keep.
+        screening: The screening outcome of every patch.
+        table_names: BigEarthNet v1's names of the product's patches by ``(x, y)``, for a
+            reproduction (None: names by formula).
+    """
+
+    grid: PatchGrid
+    bands: dict[str, np.ndarray]
+    codes: np.ndarray | None
+    labels: PatchLabels | None
+    keep_labels: np.ndarray
+    screening: Screening
+    table_names: dict[tuple[int, int], str] | None
+
+
+def _labels(
+    product: Product, grid: PatchGrid, clc_path: Path
+) -> tuple[np.ndarray, PatchLabels, np.ndarray]:
+    """The tile's CLC codes, the patches' labels and which are labelled enough to keep."""
+    clc_spec, nom = specs.clc(), specs.nomenclature()
+    polygons = read_clc(Path(clc_path), product.tile, clc_spec)
+    codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
+    labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
+    return codes, labels, labels.unlabeled_fraction < nom.max_unlabeled_fraction
+
+
+def _in_table(grid: PatchGrid, table_names: dict[tuple[int, int], str]) -> np.ndarray:
+    """The patches of ``grid`` that v1's table names."""
+    in_table = np.zeros(grid.shape, bool)
+    for x, y in table_names:
+        if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
+            in_table[y, x] = True
+    return in_table
+
+
+def _cut(product: Product, options: Options, out_root: Path, stages: Stages, threads: int) -> Cut:
+    """Label, mask and decode the product; its band files are written as the bands decode."""
     band_spec = specs.bands()
     grid = PatchGrid(product.tile, band_spec.patch_size_m)
-    clc_spec, nom = specs.clc(), specs.nomenclature()
     order = sorted(band_spec.bands, key=lambda b: b.resolution_m)  # the longest decodes first
     band_threads, per_band = decode_threads(threads, len(order))
     decoders = ThreadPoolExecutor(band_threads, thread_name_prefix="ben-band-decoder")
@@ -227,15 +318,10 @@ def process_product(
         # with cores to spare, bands decode while the labels and masks are made; on one core
         # they start after them, so no decoded band waits in memory for the labels
         of = start_decoding() if threads > 1 else {}
-        codes = None
-        labels = None
-        keep_labels = np.ones(grid.shape, bool)
+        codes, labels, keep_labels = None, None, np.ones(grid.shape, bool)
         if options.clc_path is not None:  # labels first: the band files are written as bands decode
             with stages("label"):
-                polygons = read_clc(Path(options.clc_path), product.tile, clc_spec)
-                codes = rasterize_codes(polygons, product.tile, int(clc_spec.no_polygon_code))
-                labels = label_patches(grid.blocks(codes, 10), nom, clc_spec)
-                keep_labels = labels.unlabeled_fraction < nom.max_unlabeled_fraction
+                codes, labels, keep_labels = _labels(product, grid, options.clc_path)
         with stages("screen"):
             masks = _masks(product, options.screening)
         table_names = (
@@ -245,39 +331,15 @@ def process_product(
         )
         wanted = keep_labels.copy()
         if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
-            in_table = np.zeros(grid.shape, bool)
-            for x, y in table_names:
-                if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
-                    in_table[y, x] = True
-            wanted &= in_table
-        writer = BandWriter(CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m,
-                                    band_spec.patch_size_m)  # fmt: skip
+            wanted &= _in_table(grid, table_names)
         if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
+            writer = BandWriter(CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m,
+                                band_spec.patch_size_m)  # fmt: skip
             folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
                                            with_maps=codes is not None)  # fmt: skip
             stream = BandStream(writer, grid, folders, maps, writers=threads)
-        if not of:
-            of = start_decoding()
-        bands: dict[str, np.ndarray] = {}
-        nodata = np.zeros(grid.shape)
-        finished = as_completed(list(of))
-        for _ in order:
-            with stages("read_bands"):
-                fut = next(finished)
-                b, arr = of.pop(fut), fut.result()  # held here only: released once written
-                del fut
-            with stages("screen"):
-                nodata = np.maximum(nodata, nodata_fraction(grid, [(arr, b.resolution_m)],
-                                                            band_spec.nodata))  # fmt: skip
-            if stream is None:
-                bands[b.name] = arr
-            else:  # written in the background while other bands decode
-                drop_so_far = nodata > options.screening.nodata_max_fraction
-                with stages("write"):
-                    stream.submit(b.name, b.resolution_m, arr, wanted & ~drop_so_far)
-                    if codes is not None and not stream.maps_submitted:  # with the first band
-                        stream.submit_maps(codes, wanted & ~drop_so_far)
-            del arr
+        bands, nodata = _decode(of or start_decoding(), order, grid, stream, codes, wanted,
+                                options.screening, stages)  # fmt: skip
         with stages("screen"):
             scr = screen(grid, nodata, masks, options.screening)
         with stages("write"):
@@ -289,34 +351,46 @@ def process_product(
             stream.close()
     if stream is not None:
         stages.seconds[WRITE_OVERLAPPED] = stream.busy_s
+    return Cut(grid, bands, codes, labels, keep_labels, scr, table_names)
 
-    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level,
-                       product_info=product_info(product), verification=verification,
-                       fingerprint=fingerprint, inputs=asdict(inputs))  # fmt: skip
-    uncovered = int(clc_spec.no_polygon_code)
-    if codes is not None and not np.any(codes != uncovered):
-        s.warnings.append(
-            f"no CLC polygon covers tile {product.name.tile_id} in {options.clc_path}; every "
-            "patch is unlabeled (is the CLC file the right one for this region?)"
-        )
-    with stages("write"):
-        rows = _write_patches(product, grid, bands, codes, labels, keep_labels, scr, options,
-                              out_root, s, on_patch, table_names)  # fmt: skip
-    if s.kept == 0:
-        s.warnings.append(f"no patch kept of {s.candidates} candidates ({summary_line(asdict(s))})")
-    for w in s.warnings:  # data in the summary; the CLI and the run report print them once
-        log.info("%s: %s", product.name.name, w)
-    s.seconds = {k: round(v, 3) for k, v in stages.seconds.items()}
-    part.parent.mkdir(parents=True, exist_ok=True)
-    # content files hold no run facts (timings): two runs of the same inputs give the same bytes
-    record = {k: v for k, v in asdict(s).items() if k not in ("seconds", "skipped")}
-    timings = _timings_path(out_root, stem)
-    timings.parent.mkdir(parents=True, exist_ok=True)
-    write_json(timings, s.seconds)
-    write_json(summary_file, record)  # the summary first: the part marks completion
-    write_parquet(part, pd.DataFrame(rows, columns=_PART_COLUMNS))
-    log.info(s.line())
-    return s
+
+def _decode(
+    of: dict[Future[np.ndarray], specs.Band],
+    order: list[specs.Band],
+    grid: PatchGrid,
+    stream: BandStream | None,
+    codes: np.ndarray | None,
+    wanted: np.ndarray,
+    screening: specs.ScreeningSpec,
+    stages: Stages,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Take each band as it decodes: its no-data share, then its files (or keep it for a shard).
+
+    Returns:
+        The bands kept (only without a ``stream``) and each patch's largest no-data share.
+    """
+    nodata_value = specs.bands().nodata
+    bands: dict[str, np.ndarray] = {}
+    nodata = np.zeros(grid.shape)
+    finished = as_completed(list(of))
+    for _ in order:
+        with stages("read_bands"):
+            fut = next(finished)
+            b, arr = of.pop(fut), fut.result()  # held here only: released once written
+            del fut
+        with stages("screen"):
+            nodata = np.maximum(nodata, nodata_fraction(grid, [(arr, b.resolution_m)],
+                                                        nodata_value))  # fmt: skip
+        if stream is None:
+            bands[b.name] = arr
+        else:  # written in the background while other bands decode
+            drop_so_far = nodata > screening.nodata_max_fraction
+            with stages("write"):
+                stream.submit(b.name, b.resolution_m, arr, wanted & ~drop_so_far)
+                if codes is not None and not stream.maps_submitted:  # with the first band
+                    stream.submit_maps(codes, wanted & ~drop_so_far)
+        del arr
+    return bands, nodata
 
 
 TIMINGS_DIR = Path("report") / "timings"
@@ -388,92 +462,113 @@ def _patch_folders(
 
 def _write_patches(
     product: Product,
-    grid: PatchGrid,
-    bands: dict[str, np.ndarray],
-    codes: np.ndarray | None,
-    labels: PatchLabels | None,
-    keep_labels: np.ndarray,
-    scr: Screening,
+    cut: Cut,
     options: Options,
     out_root: Path,
     s: ProductSummary,
     on_patch: Callable[[int], None] | None,
-    table_names: dict[tuple[int, int], str] | None,
 ) -> list[dict[str, object]]:
     """Count, write what the band stream did not (v1 JSON, shards) and list the rows.
 
-    ``bands`` holds the decoded bands only for the ``lmdb`` layout; the other layouts' band
+    ``cut.bands`` holds the decoded bands only for the ``lmdb`` layout; the other layouts' band
     files and reference maps were written by :class:`BandStream`.
     """
-    band_spec = specs.bands()
-    crs = CRS.from_epsg(product.tile.epsg)
-    res_of = {b.name: b.resolution_m for b in band_spec.bands}
-    blocks = {name: grid.blocks(arr, res_of[name]) for name, arr in bands.items()}
-    code_blocks = grid.blocks(codes, 10) if codes is not None else None
-    stem = product.stem
-    shard_path = archive.shard_path(out_root, stem) if options.layout == "lmdb" else None
+    shard_path = archive.shard_path(out_root, product.stem) if options.layout == "lmdb" else None
+    extra = _ExtraFiles(product, cut, options, out_root)
+    rows: list[dict[str, object]] = []
     with shard_writer(shard_path) as shard:
-        acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
-        rows: list[dict[str, object]] = []
-        for p in grid:
+        for p in cut.grid:
             s.candidates += 1
             if on_patch is not None:
                 on_patch(1)
-            if scr.drop_nodata[p.y, p.x]:
-                s.dropped_nodata += 1
+            s2v1 = _kept_name(product, p, cut, s)
+            if s2v1 is None:
                 continue
-            if not keep_labels[p.y, p.x]:
-                s.dropped_unlabeled += 1
-                continue
-            patch_id = p.name(stem)
-            if table_names is not None:
-                s2v1 = table_names.get((p.x, p.y))
-                if s2v1 is None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
-                    s.dropped_not_in_v1 += 1
-                    continue
-            else:
-                s2v1 = v1_name(product, p.x, p.y)
-            cs, sn = bool(scr.cloud_or_shadow[p.y, p.x]), bool(scr.snow[p.y, p.x])
-            s.flagged_cloud_or_shadow += cs
-            s.flagged_snow += sn
+            row = _row(product, p, cut, s2v1, options)
+            s.flagged_cloud_or_shadow += bool(row["contains_cloud_or_shadow"])
+            s.flagged_snow += bool(row["contains_seasonal_snow"])
             s.kept += 1
-            c19, c43 = labels.names_at(p.x, p.y) if labels is not None else ([], [])
-            if shard is not None:
-                shard.put(patch_id, {name: blk[p.y, p.x] for name, blk in blocks.items()})
-                if code_blocks is not None:
-                    shard.put(f"{patch_id}_reference_map", {"Data": code_blocks[p.y, p.x]})
-            if options.layout in ("v2", "both"):
-                s.files_written += len(band_spec.bands)  # by the band stream
-                s.files_written += code_blocks is not None  # the map, by the band stream too
-            if options.layout in ("v1", "both"):
-                s.files_written += len(band_spec.bands)  # by the band stream
-                folder = out_root / archive.V1_DIR / s2v1
-                meta = v1_metadata(c43, p.bounds_m, crs, product.name.name, acq_date)
-                write_json(folder / f"{s2v1}_labels_metadata.json", meta)
-            rows.append(
-                {
-                    "patch_id": patch_id,
-                    "labels": c19,
-                    "split": split_for(p, product.tile),
-                    "country": None,
-                    "s1_name": None,
-                    "s2v1_name": s2v1,
-                    "contains_seasonal_snow": sn,
-                    "contains_cloud_or_shadow": cs,
-                    "flagged": (cs or sn) and options.screening.exclude_flagged,
-                    "labels43": c43,
-                    "product": product.name.name,
-                    "tile_id": product.name.tile_id,
-                    "x": p.x,
-                    "y": p.y,
-                    "epsg": product.tile.epsg,
-                    "ulx_m": p.ulx_m,
-                    "uly_m": p.uly_m,
-                }
-            )
+            s.files_written += extra.write(p, row, shard)
+            rows.append(row)
     if shard is not None:  # entries, for this layout
         s.files_written += shard.entries
     return rows
+
+
+def _kept_name(product: Product, p: Patch, cut: Cut, s: ProductSummary) -> str | None:
+    """The ``s2v1_name`` of a patch kept, or None for a patch dropped (counted in ``s``)."""
+    if cut.screening.drop_nodata[p.y, p.x]:
+        s.dropped_nodata += 1
+        return None
+    if not cut.keep_labels[p.y, p.x]:
+        s.dropped_unlabeled += 1
+        return None
+    if cut.table_names is None:
+        return v1_name(product, p.x, p.y)
+    s2v1 = cut.table_names.get((p.x, p.y))
+    if s2v1 is None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
+        s.dropped_not_in_v1 += 1
+    return s2v1
+
+
+def _row(product: Product, p: Patch, cut: Cut, s2v1: str, options: Options) -> dict[str, object]:
+    """A kept patch's metadata row (the published columns, then the archive's own)."""
+    cs = bool(cut.screening.cloud_or_shadow[p.y, p.x])
+    sn = bool(cut.screening.snow[p.y, p.x])
+    c19, c43 = cut.labels.names_at(p.x, p.y) if cut.labels is not None else ([], [])
+    return {
+        "patch_id": p.name(product.stem),
+        "labels": c19,
+        "split": split_for(p, product.tile),
+        "country": None,
+        "s1_name": None,
+        "s2v1_name": s2v1,
+        "contains_seasonal_snow": sn,
+        "contains_cloud_or_shadow": cs,
+        "flagged": (cs or sn) and options.screening.exclude_flagged,
+        "labels43": c43,
+        "product": product.name.name,
+        "tile_id": product.name.tile_id,
+        "x": p.x,
+        "y": p.y,
+        "epsg": product.tile.epsg,
+        "ulx_m": p.ulx_m,
+        "uly_m": p.uly_m,
+    }
+
+
+class _ExtraFiles:
+    """What a kept patch gets beside its band files: shard entries and the v1 label JSON."""
+
+    def __init__(self, product: Product, cut: Cut, options: Options, out_root: Path) -> None:
+        band_spec = specs.bands()
+        res_of = {b.name: b.resolution_m for b in band_spec.bands}
+        self.blocks = {name: cut.grid.blocks(arr, res_of[name]) for name, arr in cut.bands.items()}
+        self.code_blocks = cut.grid.blocks(cut.codes, 10) if cut.codes is not None else None
+        self.n_bands = len(band_spec.bands)
+        self.product, self.layout, self.out_root = product, options.layout, out_root
+        self.crs = CRS.from_epsg(product.tile.epsg)
+        self.acq_date = product.name.sensing_time.strftime("%Y-%m-%d %H:%M:%S")
+
+    def write(self, p: Patch, row: dict[str, object], shard: ShardWriter | None) -> int:
+        """Write them for patch ``p``; return the files it has (the band stream's counted too)."""
+        files = 0
+        patch_id = str(row["patch_id"])
+        if shard is not None:
+            shard.put(patch_id, {name: blk[p.y, p.x] for name, blk in self.blocks.items()})
+            if self.code_blocks is not None:
+                shard.put(f"{patch_id}_reference_map", {"Data": self.code_blocks[p.y, p.x]})
+        if self.layout in ("v2", "both"):
+            files += self.n_bands  # by the band stream
+            files += self.code_blocks is not None  # the map, by the band stream too
+        if self.layout in ("v1", "both"):
+            files += self.n_bands  # by the band stream
+            s2v1 = str(row["s2v1_name"])
+            labels43 = cast(list[str], row["labels43"])
+            meta = v1_metadata(labels43, p.bounds_m, self.crs, self.product.name.name,
+                               self.acq_date)  # fmt: skip
+            write_json(self.out_root / archive.V1_DIR / s2v1 / f"{s2v1}_labels_metadata.json", meta)
+        return files
 
 
 _PART_COLUMNS = [

@@ -131,13 +131,9 @@ def rasterize_codes(
     The tile is rasterized in strips of ``strip_px`` rows, each with the polygons clipped to it:
     GDAL's scanline fill walks every edge of a polygon for each row it covers, so clipping keeps
     the cost proportional to the edges near each row (and it does not depend on GDAL_CACHEMAX,
-    which makes a whole-tile call up to 50x slower). Strip edges fall on pixel edges, so no pixel
-    centre moves. Thin strips pay for themselves: on a full tile, rasterizing the densified CLC
-    (~300 vertices per polygon and a 500,000-vertex marine polygon) took 10.0 s in 512-row
-    strips and 4.5 s in 32-row ones (the simple CLC: 3.0 s and 1.7 s), same pixels. With the
-    pieces handed over as :func:`geojson_shapes` makes them, 32 rows still beat 128 (the
-    chain's GDAL_CACHEMAX of 256 MB, one core, 8 interleaved runs each: simple CLC median 1.2 s,
-    was 1.7 s; densified 3.9 s, was 4.0 s, best 2.8 s, was 3.6 s).
+    which makes a whole-tile call far slower). Strip edges fall on pixel edges, so no pixel
+    centre moves. Thin strips pay for themselves, also against 128 rows at the chain's
+    ``GDAL_CACHEMAX``: ``make bench-label`` measures them (README, "Benchmarks").
     """
     n = tile.size_px(10)
     out = np.full((n, n), no_polygon, np.uint16)
@@ -172,8 +168,8 @@ def geojson_shapes(geoms: np.ndarray) -> list[object]:
 
     Polygons and multipolygons become the mappings their ``__geo_interface__`` gives, built
     from their coordinate arrays all at once (:func:`shapely.to_ragged_array`) instead of one
-    coordinate at a time (for a tile's ~25,000 clipped pieces of the simple benchmark CLC that
-    took ~0.5 s of its ~1.7 s). Other geometries are passed on as they are.
+    coordinate at a time (a tile's strips clip out tens of thousands of pieces). Other
+    geometries are passed on as they are.
     """
     types = shapely.get_type_id(geoms)
     polygonal = np.flatnonzero(np.isin(types, _POLYGONAL))

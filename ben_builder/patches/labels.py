@@ -57,7 +57,7 @@ def label_patches(blocks: np.ndarray, nomenclature: Nomenclature, clc: ClcSpec) 
     if blocks.size and int(blocks.max()) >= MAX_CODE:
         raise ValueError(f"reference map holds code {int(blocks.max())}; CLC codes are 3 digits")
     # per-patch histograms of codes, one bincount per patch row: a whole tile at once made a
-    # 64-bit temporary of every pixel (~1 GB for a full tile, ~3 s of fresh pages here)
+    # 64-bit temporary of every pixel (about a GB for a full tile, all of it fresh pages)
     counts = np.empty((rows * cols, MAX_CODE), np.int64)
     offsets = (np.arange(cols, dtype=np.intp) * MAX_CODE)[:, None]
     for r in range(rows):

@@ -78,7 +78,7 @@ def masks_from_scl(scl: np.ndarray, spec: ScreeningSpec) -> MaskSet:
 def _one_of(arr: np.ndarray, values: Iterable[int]) -> np.ndarray:
     """``np.isin(arr, values)``.
 
-    A byte array is looked up in a 256-entry table instead: a tile's SCL in 0.08 s, not 0.40 s.
+    A byte array is looked up in a 256-entry table instead (the tile's SCL: several times faster).
     """
     values = list(values)
     if arr.dtype != np.uint8:

@@ -191,14 +191,7 @@ def open_product(path: str | Path) -> Product:
 
 def _open(src: ProductSource) -> Product:
     name = ProductName.parse(src.safe_name)
-    try:
-        mtd_rel = _find_file(src, "", f"MTD_MSI{name.level}.xml", "")
-    except MetadataError:
-        others = src.glob(r"(?i:MTD_\w+\.xml)")
-        raise MetadataError(
-            f"{src.path}: MTD_MSI{name.level}.xml not found at the product root"
-            + (f" (found {others})" if others else "")
-        ) from None
+    mtd_rel = _product_metadata(src, name.level)
     mtd = parse_xml(src, mtd_rel)
     ptype = _text(mtd, "PRODUCT_TYPE", src, mtd_rel)
     if ptype != PRODUCT_TYPES[name.level]:
@@ -212,8 +205,46 @@ def _open(src: ProductSource) -> Product:
         raise MetadataError(f"{src.path}: {mtd_rel}: PROCESSING_BASELINE {baseline!r} malformed")
     q_tag = "BOA_QUANTIFICATION_VALUE" if name.level == "L2A" else "QUANTIFICATION_VALUE"
     quant = _int(_text(mtd, q_tag, src, mtd_rel), q_tag, src, mtd_rel)
+    offsets = _offsets(src, mtd, mtd_rel, name.level, baseline)
+    granule, image_files, image_format = _granule(src, mtd, mtd_rel)
+    tile = _parse_tile(src, _find_file(src, granule, "MTD_TL.xml", mtd_rel))
+    band_paths = _band_paths(src, mtd_rel, name.level, image_files, IMAGE_FORMATS[image_format])
+    masks: dict[str, str] = {}
+    for key, fname in (("MSK_CLASSI", "MSK_CLASSI_B00.jp2"), ("MSK_CLOUDS", "MSK_CLOUDS_B00.gml")):
+        rel = f"{granule}/QI_DATA/{fname}"
+        if src.exists(rel):
+            masks[key] = src.gdal_path(rel)
+    return Product(
+        path=src.path,
+        name=name,
+        level=name.level,
+        processing_baseline=baseline,
+        quantification_value=quant,
+        offsets=offsets,
+        tile=tile,
+        band_paths=band_paths,
+        mask_paths=masks,
+        image_format=image_format,
+    )
 
-    off_tag = "BOA_ADD_OFFSET" if name.level == "L2A" else "RADIO_ADD_OFFSET"
+
+def _product_metadata(src: ProductSource, level: str) -> str:
+    """The relative path of ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` (its name in any case)."""
+    try:
+        return _find_file(src, "", f"MTD_MSI{level}.xml", "")
+    except MetadataError:
+        others = src.glob(r"(?i:MTD_\w+\.xml)")
+        raise MetadataError(
+            f"{src.path}: MTD_MSI{level}.xml not found at the product root"
+            + (f" (found {others})" if others else "")
+        ) from None
+
+
+def _offsets(
+    src: ProductSource, mtd: Element, mtd_rel: str, level: str, baseline: str
+) -> dict[str, int]:
+    """The additive offset of every band (0 where none is listed; required from 04.00 on)."""
+    off_tag = "BOA_ADD_OFFSET" if level == "L2A" else "RADIO_ADD_OFFSET"
     by_index = {
         _int(e.get("band_id", "-1"), "band_id", src, mtd_rel): _int(
             (e.text or "").strip(), off_tag, src, mtd_rel
@@ -225,8 +256,11 @@ def _open(src: ProductSource) -> Product:
         raise MetadataError(
             f"{src.path}: {mtd_rel}: baseline {baseline} products must list {off_tag} per band"
         )
-    offsets = {band: by_index.get(idx, 0) for band, idx in BAND_INDEX.items()}
+    return {band: by_index.get(idx, 0) for band, idx in BAND_INDEX.items()}
 
+
+def _granule(src: ProductSource, mtd: Element, mtd_rel: str) -> tuple[str, list[str], str]:
+    """The product's one granule folder, its IMAGE_FILEs (no extension) and image format."""
     granule_els = [g for g in find_all(mtd, "Granule") if g.get("granuleIdentifier")]
     image_files = [
         _strip_image_ext((e.text or "").strip())
@@ -240,20 +274,23 @@ def _open(src: ProductSource) -> Product:
             f"found {granules}"
         )
     image_format = granule_els[0].get("imageFormat", "JPEG2000")
-    ext = IMAGE_FORMATS.get(image_format)
-    if ext is None:
+    if image_format not in IMAGE_FORMATS:
         raise UnsupportedProductError(
             f"{src.path}: {mtd_rel}: Granule imageFormat {image_format!r} is not supported "
             f"(known: {', '.join(IMAGE_FORMATS)})"
         )
-    granule = f"GRANULE/{granules[0]}"
-    tile = _parse_tile(src, _find_file(src, granule, "MTD_TL.xml", mtd_rel))
+    return f"GRANULE/{granules[0]}", image_files, image_format
 
+
+def _band_paths(
+    src: ProductSource, mtd_rel: str, level: str, image_files: list[str], ext: str
+) -> dict[str, str]:
+    """The GDAL path of every band (and of SCL for L2A) at its native resolution."""
     band_paths: dict[str, str] = {}
     native = {b.name: b.resolution_m for b in specs.bands().bands}
-    wanted = dict(native, SCL=SCL_RESOLUTION_M) if name.level == "L2A" else native
+    wanted = dict(native, SCL=SCL_RESOLUTION_M) if level == "L2A" else native
     for band, res in wanted.items():
-        hit = _native_image_file(image_files, band, res, name.level)
+        hit = _native_image_file(image_files, band, res, level)
         if hit is None:
             listed = sorted(f.rsplit("/", 1)[-1] for f in image_files if f"_{band}" in f)
             raise MissingBandError(
@@ -269,25 +306,7 @@ def _open(src: ProductSource) -> Product:
                 "product is incomplete: download it again"
             )
         band_paths[band] = src.gdal_path(rel)
-
-    masks: dict[str, str] = {}
-    for key, fname in (("MSK_CLASSI", "MSK_CLASSI_B00.jp2"), ("MSK_CLOUDS", "MSK_CLOUDS_B00.gml")):
-        rel = f"{granule}/QI_DATA/{fname}"
-        if src.exists(rel):
-            masks[key] = src.gdal_path(rel)
-
-    return Product(
-        path=src.path,
-        name=name,
-        level=name.level,
-        processing_baseline=baseline,
-        quantification_value=quant,
-        offsets=offsets,
-        tile=tile,
-        band_paths=band_paths,
-        mask_paths=masks,
-        image_format=image_format,
-    )
+    return band_paths
 
 
 @contextmanager
@@ -337,9 +356,9 @@ def harmonize(dn: np.ndarray, offset: int, in_place: bool = False) -> np.ndarray
         dn: uint16 digital numbers as stored in the product.
         offset: The band's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` (0 before baseline 04.00).
         in_place: Overwrite ``dn`` (a freshly decoded band nobody else holds) instead of
-            returning a new array. A new 10 m band costs 241 MB whose pages the kernel zeroes
-            first; done in place, in steps of :data:`HARMONIZE_ROWS` rows, nothing of that size
-            is allocated.
+            returning a new array. A new 10 m band is a few hundred MB whose pages the kernel
+            zeroes first; done in place, in steps of :data:`HARMONIZE_ROWS` rows, nothing of
+            that size is allocated.
 
     Returns:
         uint16 DNs in the pre-04.00 convention (the input itself when ``offset`` is 0).

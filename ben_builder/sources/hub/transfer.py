@@ -81,8 +81,8 @@ class TransferPolicy:
         offline_wait_s: Wait between those rounds.
         timeout_s: Connect/read timeout of a request.
         verify: ``all`` checks every published checksum (MD5 and BLAKE3); ``strongest`` only
-            BLAKE3 where published, else MD5. MD5 runs at ~0.5 GB/s on one core, which caps a
-            download over a faster link; BLAKE3 runs at several GB/s.
+            BLAKE3 where published, else MD5. MD5 on one core can cap a download over a fast
+            link; BLAKE3 is several times faster (``make bench-download``).
     """
 
     attempts: int = 8
