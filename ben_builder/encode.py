@@ -246,18 +246,12 @@ def encode_archive(
     if db.exists() and (out / archive.METADATA).exists():
         log.info("%s already encoded", out)
         return EncodeSummary(len(meta), db, skipped=True)
-    s2_root = root / archive.S2_DIR
-    if not s2_root.is_dir():
-        if (root / DB).exists():
-            raise ProductNotFoundError(
-                f"{s2_root}: not found; {root} was built with layout lmdb and is already encoded "
-                f"(train on it directly: encoded: {root})"
-            )
-        raise ProductNotFoundError(f"{s2_root}: not found; is {root} a BigEarthNet-v2 archive?")
+    s2_root = _s2_root(root)
     has_refmaps = (root / archive.REFMAP_DIR).is_dir()
     s1 = _s1_folders(s1_root) if s1_root is not None else {}
     if s1_root is not None and not s1:
         raise ProductNotFoundError(f"{s1_root}: no <product>/<patch>/ folders of S1 patches")
+    rows = _rows(meta, s1_root, s1)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{DB}.partial"
     if tmp.exists():
@@ -266,6 +260,41 @@ def encode_archive(
     # synced once at the end (a crash leaves only the .partial folder, removed on the next run)
     env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False,
                     sync=False)  # fmt: skip
+    job = _Job(str(s2_root), str(root) if has_refmaps else None,
+               {n: str(p) for n, p in s1.items()})  # fmt: skip
+    chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    workers = max(1, min(workers or 1, len(chunks)))
+    try:
+        counts = _write_chunks(env, job, chunks, workers, on_patch)
+        env.sync(True)
+    finally:
+        env.close()
+    log.info("%s: %d files read raw, %d decoded by tifffile, %d process(es)", out, counts["raw"],
+             counts["decoded"], workers)  # fmt: skip
+    if db.exists():
+        shutil.rmtree(db)
+    os.replace(tmp, db)
+    _copy_metadata(root, out, meta)
+    return EncodeSummary(len(meta), db, counts["refmaps"], counts["s1"])
+
+
+def _s2_root(root: Path) -> Path:
+    """The archive's ``BigEarthNet-S2/`` folder, or an error that says what ``root`` is."""
+    s2_root = root / archive.S2_DIR
+    if s2_root.is_dir():
+        return s2_root
+    if (root / DB).exists():
+        raise ProductNotFoundError(
+            f"{s2_root}: not found; {root} was built with layout lmdb and is already encoded "
+            f"(train on it directly: encoded: {root})"
+        )
+    raise ProductNotFoundError(f"{s2_root}: not found; is {root} a BigEarthNet-v2 archive?")
+
+
+def _rows(
+    meta: pd.DataFrame, s1_root: Path | None, s1: dict[str, Path]
+) -> list[tuple[str, str | None]]:
+    """``(patch_id, s1_name or None)`` of every patch, each named S1 patch found first."""
     use_s1 = s1_root is not None and "s1_name" in meta
     s1_names = meta["s1_name"] if use_s1 else pd.Series(None, index=meta.index, dtype=object)
     rows: list[tuple[str, str | None]] = [
@@ -277,30 +306,34 @@ def encode_archive(
             raise ProductNotFoundError(
                 f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
             )
-    job = _Job(str(s2_root), str(root) if has_refmaps else None,
-               {n: str(p) for n, p in s1.items()})  # fmt: skip
-    chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
-    workers = max(1, min(workers or 1, len(chunks)))
-    refmaps = s1_count = raw = decoded = 0
-    try:
-        with _chunk_results(job, chunks, workers) as results:
-            for result in results:
-                with env.begin(write=True) as txn:
-                    for key, value in result.items:
-                        txn.put(key, value)
-                refmaps += result.refmaps
-                s1_count += result.s1
-                raw, decoded = raw + result.raw, decoded + result.decoded
-                if on_patch is not None:
-                    on_patch(result.patches)
-        env.sync(True)
-    finally:
-        env.close()
-    log.info("%s: %d files read raw, %d decoded by tifffile, %d process(es)", out, raw, decoded,
-             workers)  # fmt: skip
-    if db.exists():
-        shutil.rmtree(db)
-    os.replace(tmp, db)
+    return rows
+
+
+def _write_chunks(
+    env: Any,
+    job: _Job,
+    chunks: list[list[tuple[str, str | None]]],
+    workers: int,
+    on_patch: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Read the chunks (in ``workers`` processes) and write each one's values in order."""
+    counts = dict.fromkeys(("refmaps", "s1", "raw", "decoded"), 0)
+    with _chunk_results(job, chunks, workers) as results:
+        for result in results:
+            with env.begin(write=True) as txn:
+                for key, value in result.items:
+                    txn.put(key, value)
+            counts["refmaps"] += result.refmaps
+            counts["s1"] += result.s1
+            counts["raw"] += result.raw
+            counts["decoded"] += result.decoded
+            if on_patch is not None:
+                on_patch(result.patches)
+    return counts
+
+
+def _copy_metadata(root: Path, out: Path, meta: pd.DataFrame) -> None:
+    """The metadata beside the LMDB: ``labels43.parquet`` (from the parts), then the parquets."""
     parts = root / archive.PARTS_DIR
     if parts.is_dir() and any(parts.glob("*.parquet")):
         labels43 = read_parts(root)[["patch_id", "labels43"]]
@@ -309,4 +342,3 @@ def encode_archive(
     for name in (archive.FLAGGED, archive.METADATA):  # metadata.parquet last: marks completion
         if (root / name).exists():
             write_bytes(out / name, (root / name).read_bytes())
-    return EncodeSummary(len(meta), db, refmaps, s1_count)

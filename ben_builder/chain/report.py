@@ -11,7 +11,7 @@ import platform
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,12 +19,10 @@ import rasterio
 
 from ben_builder import __version__, archive, specs
 from ben_builder.archive.finalize import read_parts
+from ben_builder.chain.results import RunResult, TaskResult
+from ben_builder.config import RunConfig
 from ben_builder.files import write_bytes
 from ben_builder.patches.screen import COUNT_KEYS
-
-if TYPE_CHECKING:
-    from ben_builder.chain.results import RunResult
-    from ben_builder.config import RunConfig
 
 REPORT_DIR = "report"
 PACKAGES = ("numpy", "rasterio", "pyproj", "shapely", "geopandas", "pyogrio", "pyarrow", "pandas",
@@ -130,23 +128,57 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
     root = config.output
     folder = root / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    parts = read_parts(root)
     meta = pd.read_parquet(root / archive.METADATA)
     flagged = pd.read_parquet(root / archive.FLAGGED)
     ok = [r for r in result.results if r.ok and r.summary]
     totals = {k: sum(int(r.summary.get(k, 0)) for r in ok if r.summary) for k in COUNT_KEYS}
-    stage_s: Counter[str] = Counter()
-    for r in ok:
-        if r.summary and not r.summary.get("skipped"):
-            stage_s.update(r.summary.get("seconds", {}))
     _label_plot(meta, folder / "label_distribution.png")
-    shown = _quicklook(root, parts, config.report_samples, folder / "quicklook.png")
-    split_counts = meta["split"].value_counts().to_dict() if len(meta) else {}
-
+    shown = _quicklook(root, read_parts(root), config.report_samples, folder / "quicklook.png")
     md = [f"# Run report: {config.name}", "", f"Archive: `{root}`  ",
           f"Wall time: {result.seconds:.1f} s; products: {len(result.results)} "
           f"({len(result.failures)} failed)", ""]  # fmt: skip
-    md += ["## Counts", "", _table([[k, v] for k, v in totals.items()], ["stage", "patches"]), ""]
+    md += _counts(result, ok, totals, meta, flagged)
+    md += ["## Label distribution", "", "![labels](label_distribution.png)", ""]
+    if shown:
+        md += ["## Sample patches", "", "![quicklook](quicklook.png)", ""]
+    md += _timings(ok)
+    md += _products(result, ok)
+    md += _inputs(ok, clc)
+    md += [
+        "## Software",
+        "",
+        _table([[k, v] for k, v in versions().items()], ["package", "version"]),
+    ]
+    report = folder / "report.md"
+    write_bytes(report, ("\n".join(md) + "\n").encode())
+    run_json = {
+        "name": config.name,
+        "seconds": round(result.seconds, 2),
+        "counts": result.counts,
+        "totals": totals,
+        "results": [asdict(r) for r in result.results],
+        "skipped": [
+            {"product": d.path.name, "kept": d.kept.name, "reason": d.reason}
+            for d in result.skipped
+        ],
+        "warnings": result.warnings,
+        "versions": versions(),
+        "clc": str(clc) if clc else None,
+    }
+    write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
+    return report
+
+
+def _counts(
+    result: RunResult,
+    ok: list[TaskResult],
+    totals: dict[str, int],
+    meta: pd.DataFrame,
+    flagged: pd.DataFrame,
+) -> list[str]:
+    """The report's counts: per stage, per tile, and flagged patches per reason."""
+    split_counts = meta["split"].value_counts().to_dict() if len(meta) else {}
+    md = ["## Counts", "", _table([[k, v] for k, v in totals.items()], ["stage", "patches"]), ""]
     md += [f"metadata.parquet: {result.counts.get('metadata', 0)} patches "
            f"(split: {split_counts}); flagged-patches parquet: {result.counts.get('flagged', 0)}",
            ""]  # fmt: skip
@@ -158,15 +190,26 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         ["cloud or shadow", int(flagged["contains_cloud_or_shadow"].sum()) if len(flagged) else 0],
         ["seasonal snow", int(flagged["contains_seasonal_snow"].sum()) if len(flagged) else 0],
     ], ["reason", "patches"]), ""]  # fmt: skip
-    md += ["## Label distribution", "", "![labels](label_distribution.png)", ""]
-    if shown:
-        md += ["## Sample patches", "", "![quicklook](quicklook.png)", ""]
-    md += [
+    return md
+
+
+def _timings(ok: list[TaskResult]) -> list[str]:
+    """Seconds per stage, summed over the products processed in this run (not the resumed)."""
+    stage_s: Counter[str] = Counter()
+    for r in ok:
+        if r.summary and not r.summary.get("skipped"):
+            stage_s.update(r.summary.get("seconds", {}))
+    return [
         "## Timings per stage (seconds, summed over products processed in this run)",
         "",
         _table([[k, f"{v:.1f}"] for k, v in sorted(stage_s.items())], ["stage", "s"]),
         "",
     ]
+
+
+def _products(result: RunResult, ok: list[TaskResult]) -> list[str]:
+    """Failures, the products as read, skipped duplicates and warnings."""
+    md: list[str] = []
     if result.failures:
         md += ["## Failures", "", _table([[r.product, r.stage, (r.error or "").replace("|", "/")]
                                           for r in result.failures], ["product", "stage", "error"]),
@@ -184,6 +227,11 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         md += ["## Skipped duplicates", "", _table(rows, ["product", "reason"]), ""]
     if result.warnings:
         md += ["## Warnings", "", *[f"- {w}" for w in result.warnings], ""]
+    return md
+
+
+def _inputs(ok: list[TaskResult], clc: Path | None) -> list[str]:
+    """The SHA-256 of every input: products, the CLC file and ``data_specs/``."""
     shared = next((r.summary.get("inputs") for r in ok if r.summary and r.summary.get("inputs")),
                   None) or {}  # fmt: skip
     rows = [[r.product, r.sha256 or ""] for r in ok]
@@ -191,27 +239,4 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         rows.append([f"CLC `{clc}`", shared.get("clc_sha256", "")])
     if shared:
         rows.append(["data_specs/", shared.get("specs_sha256", "")])
-    md += ["## Inputs (SHA-256)", "", _table(rows, ["input", "sha256"]), ""]
-    md += [
-        "## Software",
-        "",
-        _table([[k, v] for k, v in versions().items()], ["package", "version"]),
-    ]
-    report = folder / "report.md"
-    write_bytes(report, ("\n".join(md) + "\n").encode())
-    run_json = {
-        "name": config.name,
-        "seconds": round(result.seconds, 2),
-        "counts": result.counts,
-        "totals": totals,
-        "results": [asdict(r) for r in result.results],
-        "skipped": [
-            {"product": d.path.name, "kept": d.kept.name, "reason": d.reason}
-            for d in result.skipped
-        ],  # fmt: skip
-        "warnings": result.warnings,
-        "versions": versions(),
-        "clc": str(clc) if clc else None,
-    }
-    write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
-    return report
+    return ["## Inputs (SHA-256)", "", _table(rows, ["input", "sha256"]), ""]

@@ -216,96 +216,159 @@ def download_product(
     final = out_dir / item.filename
     if final.exists():
         return DownloadResult(item.name, True, str(final), skipped=True)
-    part = final.with_name(final.name + ".part")
-    received = 0
-    attempt = 0
-    unauthorized = 0
-    wait = policy.backoff_s
-    hashes = policy.hashes(item)
-    size = _rehash(part, hashes) if part.exists() else 0
+    transfer = _Transfer(item, final, backend, policy, on_bytes)
     try:
         if not item.online:
             backend.request_retrieval(item)
-        while True:
-            if item.size is not None and size >= item.size:
-                problem = _verify(item, size, hashes)
-                if problem is None:
-                    os.replace(part, final)
-                    log.info("%s: downloaded and verified", item.name)
-                    return DownloadResult(item.name, True, str(final), bytes_received=received,
-                                          attempts=attempt)  # fmt: skip
-                log.warning("%s: %s; downloading it again", item.name, problem)
-                part.unlink()
-                size, hashes = 0, policy.hashes(item)
-                if attempt >= policy.attempts:
-                    raise ChecksumError(f"{item.name}: {problem} after {attempt} attempts")
-            if attempt >= policy.attempts:
-                raise HubError(f"{item.name}: gave up after {attempt} attempts")
-            attempt += 1
+        transfer.run()
+        return DownloadResult(item.name, True, str(final), bytes_received=transfer.received,
+                              attempts=transfer.attempt)  # fmt: skip
+    except OfflineProductError as exc:
+        return DownloadResult(
+            item.name,
+            False,
+            offline=True,
+            error=str(exc),
+            bytes_received=transfer.received,
+            attempts=transfer.attempt,
+        )
+    except (HubError, ChecksumError, CredentialsError, ProductNotFoundError) as exc:
+        return DownloadResult(
+            item.name,
+            False,
+            error=f"{type(exc).__name__}: {exc}",
+            bytes_received=transfer.received,
+            attempts=transfer.attempt,
+        )
+
+
+class _Transfer:
+    """One product's download: the partial file, its running checksums, retries and backoff."""
+
+    def __init__(
+        self,
+        item: ManifestItem,
+        final: Path,
+        backend: Backend,
+        policy: TransferPolicy,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        self.item, self.final, self.backend, self.policy = item, final, backend, policy
+        self.on_bytes = on_bytes
+        self.part = final.with_name(final.name + ".part")
+        self.received = self.attempt = self.unauthorized = 0
+        self.wait = policy.backoff_s
+        self.hashes = policy.hashes(item)
+        self.size = _rehash(self.part, self.hashes) if self.part.exists() else 0
+
+    def run(self) -> None:
+        """Transfer until the file is complete and verified under its final name.
+
+        Raises:
+            HubError, ChecksumError, CredentialsError, ProductNotFoundError,
+            OfflineProductError: the product cannot be had (after the policy's attempts).
+        """
+        while not self._complete():
+            if self.attempt >= self.policy.attempts:
+                raise HubError(f"{self.item.name}: gave up after {self.attempt} attempts")
+            self.attempt += 1
             try:
-                resp = backend.open(item, size)
+                resp = self.backend.open(self.item, self.size)
             except TRANSIENT as exc:
-                log.info("%s: %s; retrying in %.1f s", item.name, type(exc).__name__, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, policy.max_wait_s)
+                log.info("%s: %s; retrying in %.1f s", self.item.name, type(exc).__name__,
+                         self.wait)  # fmt: skip
+                self._back_off(self.wait)
                 continue
             with resp:
-                status = resp.status_code
-                if status in (401, 403):
-                    unauthorized += 1
-                    if unauthorized > 2:
-                        raise CredentialsError(f"{item.name}: the hub refuses the credentials "
-                                               f"(HTTP {status})")  # fmt: skip
-                    backend.on_unauthorized()
-                    continue
-                unauthorized = 0
-                if status == 404:
-                    raise ProductNotFoundError(f"{item.name}: the hub has no product {item.id}")
-                if status == 202:
-                    raise OfflineProductError(f"{item.name}: offline; retrieval was requested")
-                if status == 416 and size > 0:
-                    part.unlink()
-                    size, hashes = 0, policy.hashes(item)
-                    continue
-                if status == 429 or status >= 500:
-                    pause = min(retry_after_s(resp.headers.get("Retry-After"), wait),
-                                policy.max_wait_s)  # fmt: skip
-                    log.info("%s: HTTP %d; retrying in %.1f s", item.name, status, pause)
-                    time.sleep(pause)
-                    wait = min(wait * 2, policy.max_wait_s)
-                    continue
-                if status == 200 and size > 0:  # the server ignored Range: start over
-                    part.unlink()
-                    size, hashes = 0, policy.hashes(item)
-                elif status == 206:
-                    first = resp.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
-                    if first != str(size):
-                        raise HubError(f"{item.name}: asked for byte {size}, got {first!r}")
-                elif status != 200:
-                    raise HubError(f"{item.name}: unexpected HTTP {status} from {resp.url}")
-                try:
-                    with open(part, "ab") as fh, hashes:
-                        # read1 returns what has arrived (up to NET_CHUNK): a cut connection
-                        # loses nothing already received
-                        while chunk := resp.raw.read1(NET_CHUNK):
-                            fh.write(chunk)
-                            hashes.update(chunk)
-                            size += len(chunk)
-                            received += len(chunk)
-                            if on_bytes is not None:
-                                on_bytes(len(chunk))
-                except (*TRANSIENT, *RAW_TRANSIENT) as exc:
-                    log.info("%s: connection lost at byte %d (%s); resuming", item.name, size,
-                             type(exc).__name__)  # fmt: skip
-                    continue
-                if item.size is None:  # nothing to compare with: trust a clean end of body
-                    item = dataclasses.replace(item, size=size)
-    except OfflineProductError as exc:
-        return DownloadResult(item.name, False, offline=True, error=str(exc),
-                              bytes_received=received, attempts=attempt)  # fmt: skip
-    except (HubError, ChecksumError, CredentialsError, ProductNotFoundError) as exc:
-        return DownloadResult(item.name, False, error=f"{type(exc).__name__}: {exc}",
-                              bytes_received=received, attempts=attempt)  # fmt: skip
+                if self._accepts(resp):
+                    self._receive(resp)
+
+    def _complete(self) -> bool:
+        """Whether all bytes are here and verified (then moved into place); a bad copy restarts.
+
+        Raises:
+            ChecksumError: the copy is wrong and no attempt is left.
+        """
+        item = self.item
+        if item.size is None or self.size < item.size:
+            return False
+        problem = _verify(item, self.size, self.hashes)
+        if problem is None:
+            os.replace(self.part, self.final)
+            log.info("%s: downloaded and verified", item.name)
+            return True
+        log.warning("%s: %s; downloading it again", item.name, problem)
+        self._restart()
+        if self.attempt >= self.policy.attempts:
+            raise ChecksumError(f"{item.name}: {problem} after {self.attempt} attempts")
+        return False
+
+    def _restart(self) -> None:
+        self.part.unlink()
+        self.size, self.hashes = 0, self.policy.hashes(self.item)
+
+    def _back_off(self, pause: float) -> None:
+        time.sleep(pause)
+        self.wait = min(self.wait * 2, self.policy.max_wait_s)
+
+    def _accepts(self, resp: Any) -> bool:
+        """Whether ``resp`` carries the bytes to append; else it was handled (retry, restart).
+
+        Raises:
+            CredentialsError, ProductNotFoundError, OfflineProductError, HubError: the answer
+                says the product cannot be had.
+        """
+        item, status = self.item, resp.status_code
+        if status in (401, 403):
+            self.unauthorized += 1
+            if self.unauthorized > 2:
+                raise CredentialsError(f"{item.name}: the hub refuses the credentials "
+                                       f"(HTTP {status})")  # fmt: skip
+            self.backend.on_unauthorized()
+            return False
+        self.unauthorized = 0
+        if status == 404:
+            raise ProductNotFoundError(f"{item.name}: the hub has no product {item.id}")
+        if status == 202:
+            raise OfflineProductError(f"{item.name}: offline; retrieval was requested")
+        if status == 416 and self.size > 0:
+            self._restart()
+            return False
+        if status == 429 or status >= 500:
+            pause = min(retry_after_s(resp.headers.get("Retry-After"), self.wait),
+                        self.policy.max_wait_s)  # fmt: skip
+            log.info("%s: HTTP %d; retrying in %.1f s", item.name, status, pause)
+            self._back_off(pause)
+            return False
+        if status == 200 and self.size > 0:  # the server ignored Range: start over
+            self._restart()
+        elif status == 206:
+            first = resp.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
+            if first != str(self.size):
+                raise HubError(f"{item.name}: asked for byte {self.size}, got {first!r}")
+        elif status != 200:
+            raise HubError(f"{item.name}: unexpected HTTP {status} from {resp.url}")
+        return True
+
+    def _receive(self, resp: Any) -> None:
+        """Append the body to the partial file, hashing as it arrives."""
+        try:
+            with open(self.part, "ab") as fh, self.hashes:
+                # read1 returns what has arrived (up to NET_CHUNK): a cut connection loses
+                # nothing already received
+                while chunk := resp.raw.read1(NET_CHUNK):
+                    fh.write(chunk)
+                    self.hashes.update(chunk)
+                    self.size += len(chunk)
+                    self.received += len(chunk)
+                    if self.on_bytes is not None:
+                        self.on_bytes(len(chunk))
+        except (*TRANSIENT, *RAW_TRANSIENT) as exc:
+            log.info("%s: connection lost at byte %d (%s); resuming", self.item.name, self.size,
+                     type(exc).__name__)  # fmt: skip
+            return
+        if self.item.size is None:  # nothing to compare with: trust a clean end of body
+            self.item = dataclasses.replace(self.item, size=self.size)
 
 
 def download_all(
