@@ -102,7 +102,7 @@ def test_a_second_build_into_the_same_folder_is_refused(tmp_path, one_product, s
     # the same from another process: the CLI names the holder and exits 2
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from ben_builder.archive import output_lock\n"
+         "from ben_builder.files import output_lock\n"
          f"with output_lock(Path({str(out)!r}), 'ben-builder build other'):\n"
          "    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

@@ -458,13 +458,3 @@ def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, 
     data = pytest.importorskip("ben_builder.train.data")  # training reads the archive as it is
     ds = data.EncodedPatches(tmp_path / "lm", "train", 43, ("B02", "B8A", "B09"))
     assert len(ds) > 0 and ds[0]["x20"].shape == (1, 60, 60)
-
-
-def test_a_products_log_line_counts_overlapped_writes_once():
-    from ben_builder.chain.results import TaskResult
-    from ben_builder.chain.run import _result_line
-
-    seconds = {"verify": 2.0, "label": 3.0, "read_bands": 110.0, "write_overlapped": 9.5}
-    r = TaskResult(product="P.SAFE", ok=True, summary={"kept": 5, "candidates": 8,
-                                                       "seconds": seconds})  # fmt: skip
-    assert _result_line(r) == "done P.SAFE: kept 5 of 8 (115.0 s)"  # writes overlap read_bands
