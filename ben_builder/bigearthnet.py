@@ -42,9 +42,17 @@ log = logging.getLogger(__name__)
 
 #: The ten countries of BigEarthNet, as Natural Earth names them (field ``NAME``).
 COUNTRIES: tuple[str, ...] = (
-    "Austria", "Belgium", "Finland", "Ireland", "Kosovo", "Lithuania", "Luxembourg", "Portugal",
-    "Serbia", "Switzerland",
-)  # fmt: skip
+    "Austria",
+    "Belgium",
+    "Finland",
+    "Ireland",
+    "Kosovo",
+    "Lithuania",
+    "Luxembourg",
+    "Portugal",
+    "Serbia",
+    "Switzerland",
+)
 
 V1_NAME_TABLE = "v1_patch_names_and_products.csv.bz2"
 V1_PRODUCTS = "v1_l1c_products.csv"
@@ -137,12 +145,14 @@ def _v1_table() -> pd.DataFrame:
     frame = table.to_pandas()
     acq = {p: acquisition(p) for p in frame["product"].unique()}
     xy = frame["v1_name"].str.rsplit("_", n=2, expand=True)
-    return pd.DataFrame({
-        "v1_name": frame["v1_name"],
-        "acquisition": frame["product"].map(acq),
-        "x": xy[1].astype(np.int32),
-        "y": xy[2].astype(np.int32),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "v1_name": frame["v1_name"],
+            "acquisition": frame["product"].map(acq),
+            "x": xy[1].astype(np.int32),
+            "y": xy[2].astype(np.int32),
+        }
+    )
 
 
 @functools.cache
@@ -150,8 +160,10 @@ def v1_names_of(product_name: str) -> dict[tuple[int, int], str]:
     """``{(x, y): v1 name}`` of one acquisition (any product name or stem of it); may be empty."""
     table = _v1_table()
     rows = table[table["acquisition"] == acquisition(product_name)]
-    return {(int(x), int(y)): str(n) for x, y, n in zip(rows["x"], rows["y"], rows["v1_name"],
-                                                         strict=True)}  # fmt: skip
+    return {
+        (int(x), int(y)): str(n)
+        for x, y, n in zip(rows["x"], rows["y"], rows["v1_name"], strict=True)
+    }
 
 
 def v1_name(patch_id: str) -> str | None:

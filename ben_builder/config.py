@@ -172,11 +172,12 @@ class ClusterSettings(_Model):
     kind: Literal["local", "slurm", "address"] = "local"
     n_workers: int | None = Field(None, gt=0, description="Local workers; default: one per core.")
     threads_per_task: int | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="Decoding threads per product (GDAL_NUM_THREADS); default: local, the cores "
         "divided among the workers that have a product (all cores for one tile); SLURM, a "
         "worker's share of its job's cores; address, 1.",
-    )  # fmt: skip
+    )
     memory_limit: str = "auto"
     dashboard: bool = Field(False, description="Serve Dask's dashboard on port 8787.")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)

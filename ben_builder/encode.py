@@ -258,10 +258,10 @@ def encode_archive(
         shutil.rmtree(tmp)
     per_patch = 12 * 120 * 120 * 2 + (120 * 120 * 2 if has_refmaps else 0) + (4 * 120 * 120 * 2)
     # synced once at the end (a crash leaves only the .partial folder, removed on the next run)
-    env = lmdb.open(str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False,
-                    sync=False)  # fmt: skip
-    job = _Job(str(s2_root), str(root) if has_refmaps else None,
-               {n: str(p) for n, p in s1.items()})  # fmt: skip
+    env = lmdb.open(
+        str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False, sync=False
+    )
+    job = _Job(str(s2_root), str(root) if has_refmaps else None, {n: str(p) for n, p in s1.items()})
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
     workers = max(1, min(workers or 1, len(chunks)))
     try:
@@ -269,8 +269,13 @@ def encode_archive(
         env.sync(True)
     finally:
         env.close()
-    log.info("%s: %d files read raw, %d decoded by tifffile, %d process(es)", out, counts["raw"],
-             counts["decoded"], workers)  # fmt: skip
+    log.info(
+        "%s: %d files read raw, %d decoded by tifffile, %d process(es)",
+        out,
+        counts["raw"],
+        counts["decoded"],
+        workers,
+    )
     if db.exists():
         shutil.rmtree(db)
     os.replace(tmp, db)

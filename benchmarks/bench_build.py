@@ -90,9 +90,13 @@ GB_PER_TILE_RUN = 1.6  # disk one tile's archive takes (v2 layout, reference map
 
 
 def run_once(
-    session: Path, products: Path, clc: Path, workers: int | None, threads: int | None = None,
+    session: Path,
+    products: Path,
+    clc: Path,
+    workers: int | None,
+    threads: int | None = None,
     cores: int | None = None,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """One build; ``None``: the default plan (workers and threads from the cores and tiles).
 
     The archive is built in a new folder under ``session``, which the caller removes.
@@ -125,16 +129,21 @@ def run_once(
         if result.failures:
             raise RuntimeError(f"benchmark run failed: {result.failures}")
         worker_peaks = sorted(rss.peak.values(), reverse=True)[: workers or 1]
-        stages = [json.loads(p.read_text()) for p in
-                  sorted((out / "archive" / "report" / "timings").glob("*.json"))]  # fmt: skip
+        stages = [
+            json.loads(p.read_text())
+            for p in sorted((out / "archive" / "report" / "timings").glob("*.json"))
+        ]
         figures = {
             "wall_s": round(wall, 1),
             "patches": result.counts["metadata"] + result.counts["flagged"],
             "worker_peak_rss_mb": [round(v) for v in worker_peaks],
             "stage_s": [{k: round(v, 1) for k, v in st.items()} for st in stages],
         }
-        print(f"run (workers={workers}, threads={threads}, cores={cores}): {json.dumps(figures)}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"run (workers={workers}, threads={threads}, cores={cores}): {json.dumps(figures)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return figures
     finally:
         os.sched_setaffinity(0, every)  # the archive stays until the caller removes ``session``
@@ -157,8 +166,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     start = datetime(2017, 6, 13, 10, 10, 31)
-    recipes = [ProductRecipe("T33UUP", "L2A", "04.00", start + timedelta(days=10 * i))
-               for i in range(max(args.tiles, 2))]  # fmt: skip
+    recipes = [
+        ProductRecipe("T33UUP", "L2A", "04.00", start + timedelta(days=10 * i))
+        for i in range(max(args.tiles, 2))
+    ]
     paths = [full_size_product(r, args.size_px) for r in recipes]
 
     def tiles_folder(n: int) -> Path:
@@ -186,13 +197,16 @@ def main() -> None:
         )
     decode = bare_decode(paths[0])
     inline = bare_decode(paths[0], CHAIN_OPJ_THREADS)
-    decodes = {"bare_decode_one_tile_s": decode["wall_s"], "bare_decode_opj_inline_s":
-               inline["wall_s"]}  # fmt: skip
+    decodes = {
+        "bare_decode_one_tile_s": decode["wall_s"],
+        "bare_decode_opj_inline_s": inline["wall_s"],
+    }
     figures: dict[str, object] = {"tile_px": args.size_px, **decodes, "work_dir": str(where)}
     session = Path(tempfile.mkdtemp(prefix="ben_bench_build_", dir=args.work_dir))
     try:
-        new = scenarios(args, session, tiles_folder, clc, float(decode["wall_s"]),
-                        float(inline["wall_s"]))  # fmt: skip
+        new = scenarios(
+            args, session, tiles_folder, clc, float(decode["wall_s"]), float(inline["wall_s"])
+        )
     finally:
         shutil.rmtree(session, ignore_errors=True)
     for scenario in new.values():  # each scenario says when it ran, against which decodes
@@ -216,10 +230,12 @@ def earlier_scenarios(path: Path, size_px: int, exclude: set[str]) -> dict[str, 
     kept = {}
     for key in SCENARIO_KEYS:
         if key in doc["figures"] and key not in exclude:
-            kept[key] = {"date": doc["date"],
-                         "bare_decode_one_tile_s": doc["figures"].get("bare_decode_one_tile_s"),
-                         "bare_decode_opj_inline_s": doc["figures"].get("bare_decode_opj_inline_s"),
-                         **doc["figures"][key]}  # fmt: skip
+            kept[key] = {
+                "date": doc["date"],
+                "bare_decode_one_tile_s": doc["figures"].get("bare_decode_one_tile_s"),
+                "bare_decode_opj_inline_s": doc["figures"].get("bare_decode_opj_inline_s"),
+                **doc["figures"][key],
+            }
     return kept
 
 
@@ -247,37 +263,42 @@ def scenarios(
         writes = [st["write"] for st in runs]
         overlapped = [st.get("write_overlapped", 0.0) for st in runs]
         figures["one_tile"] = {
-            "one_core": one_core, "all_cores": all_cores,
-            "best_one_core_s": best_one, "best_all_cores_s": best_all,
+            "one_core": one_core,
+            "all_cores": all_cores,
+            "best_one_core_s": best_one,
+            "best_all_cores_s": best_all,
             "all_over_one": round(best_all / best_one, 2),
             "one_core_over_decode": round(best_one / decode_s, 2),
             "one_core_over_inline_decode": round(best_one / inline_s, 2),
             "write_stage_s_min_max": [min(writes), max(writes)],
             "write_thread_busy_s_min_max": [min(overlapped), max(overlapped)],
             "targets": {"all_over_one": 0.6, "one_core_over_decode": 1.1},
-        }  # fmt: skip
+        }
     if args.scenario in ("two-tiles", "all"):
         pair = tiles_folder(2)
         one = run_once(session, pair, clc, 1, 1, cores=1)
         every = run_once(session, pair, clc, None)  # the default plan: a worker per tile
         figures["two_tiles"] = {
-            "one_core": one, "all_cores": every,
+            "one_core": one,
+            "all_cores": every,
             "all_over_one": round(float(every["wall_s"]) / float(one["wall_s"]), 2),  # type: ignore[arg-type]
             "targets": {"all_over_one": 0.6},
-        }  # fmt: skip
+        }
     if args.scenario in ("four-tiles", "all"):
         products = tiles_folder(args.tiles)
         one = run_once(session, products, clc, 1, 1, cores=1)  # one core: one worker, one thread
         two = run_once(session, products, clc, 2)  # the default plan on 2 workers
         per_tile = float(one["wall_s"]) / args.tiles  # type: ignore[arg-type]
         figures["four_tiles"] = {
-            "tiles": args.tiles, "workers_1": one, "workers_2": two,
+            "tiles": args.tiles,
+            "workers_1": one,
+            "workers_2": two,
             "speedup_2_over_1": round(float(one["wall_s"]) / float(two["wall_s"]), 2),  # type: ignore[arg-type]
             "end_to_end_per_tile_1_worker_s": round(per_tile, 1),
             "per_tile_over_decode": round(per_tile / decode_s, 2),
             "per_tile_over_inline_decode": round(per_tile / inline_s, 2),
             "targets": {"speedup": 1.8, "per_tile_over_decode": 1.1},
-        }  # fmt: skip
+        }
     return figures
 
 

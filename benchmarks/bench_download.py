@@ -77,8 +77,9 @@ def main() -> None:
 
     def backend(port: int) -> CdseBackend:
         base = f"http://127.0.0.1:{port}"
-        return CdseBackend(creds, CdseEndpoints(f"{base}/odata/v1", f"{base}/odata/v1",
-                                                f"{base}/auth/token"))  # fmt: skip
+        return CdseBackend(
+            creds, CdseEndpoints(f"{base}/odata/v1", f"{base}/odata/v1", f"{base}/auth/token")
+        )
 
     def client_run(port: int, tag: str, verify: str = "all") -> dict[str, float]:
         b = backend(port)
@@ -89,26 +90,51 @@ def main() -> None:
         wall = time.perf_counter() - t
         assert r.ok, r.error
         shutil.rmtree(out)
-        return {"wall_s": round(wall, 2), "mb_per_s": round(size / 2**20 / wall, 1),
-                "attempts": r.attempts, "bytes_received": r.bytes_received}  # fmt: skip
+        return {
+            "wall_s": round(wall, 2),
+            "mb_per_s": round(size / 2**20 / wall, 1),
+            "attempts": r.attempts,
+            "bytes_received": r.bytes_received,
+        }
 
     def curl_run(port: int) -> dict[str, float]:
         base = f"http://127.0.0.1:{port}"
-        tok = requests.post(f"{base}/auth/token", data={"client_id": "cdse-public",
-                            "grant_type": "password", "username": "alice",
-                            "password": "s3cret"}).json()["access_token"]  # fmt: skip
+        tok = requests.post(
+            f"{base}/auth/token",
+            data={
+                "client_id": "cdse-public",
+                "grant_type": "password",
+                "username": "alice",
+                "password": "s3cret",
+            },
+        ).json()["access_token"]
         t = time.perf_counter()
-        subprocess.run(["curl", "-sS", "-f", "-L", "--location-trusted", "-o", str(work / "c.zip"),
-                        "-H", f"Authorization: Bearer {tok}",
-                        f"{base}/odata/v1/Products(bench)/$value"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-f",
+                "-L",
+                "--location-trusted",
+                "-o",
+                str(work / "c.zip"),
+                "-H",
+                f"Authorization: Bearer {tok}",
+                f"{base}/odata/v1/Products(bench)/$value",
+            ],
+            check=True,
+        )
         wall = time.perf_counter() - t
         assert (work / "c.zip").stat().st_size == size
         (work / "c.zip").unlink()
         return {"wall_s": round(wall, 2), "mb_per_s": round(size / 2**20 / wall, 1)}
 
     def both(port: int) -> dict[str, object]:
-        runs: dict[str, list[dict[str, float]]] = {"curl": [], "client": [],
-                                                   "client_blake3_only": []}  # fmt: skip
+        runs: dict[str, list[dict[str, float]]] = {
+            "curl": [],
+            "client": [],
+            "client_blake3_only": [],
+        }
         for i in range(2):  # alternate, keep the best of each
             runs["curl"].append(curl_run(port))
             runs["client"].append(client_run(port, f"c{i}"))
@@ -133,14 +159,18 @@ def main() -> None:
     best_curl = min(r["wall_s"] for r in runs["curl"])  # type: ignore[union-attr]
     best_client = min(r["wall_s"] for r in runs["client"])  # type: ignore[union-attr]
     best_b3 = min(r["wall_s"] for r in runs["client_blake3_only"])  # type: ignore[union-attr]
-    write_results(args.out, "download", {
-        "size_mb": args.size_mb,
-        "runs": runs,
-        "throughput_ratio_client_over_curl": round(best_curl / best_client, 3),
-        "throughput_ratio_client_blake3_only_over_curl": round(best_curl / best_b3, 3),
-        "with_cut_at_half": {**resumed, "cut_at_byte": cut},
-        "target_ratio": 0.9,
-    })  # fmt: skip
+    write_results(
+        args.out,
+        "download",
+        {
+            "size_mb": args.size_mb,
+            "runs": runs,
+            "throughput_ratio_client_over_curl": round(best_curl / best_client, 3),
+            "throughput_ratio_client_blake3_only_over_curl": round(best_curl / best_b3, 3),
+            "with_cut_at_half": {**resumed, "cut_at_byte": cut},
+            "target_ratio": 0.9,
+        },
+    )
 
 
 if __name__ == "__main__":

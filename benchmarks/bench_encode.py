@@ -69,17 +69,21 @@ def main() -> None:
         if not same:
             raise SystemExit("the raw reader, tifffile and the parallel run gave different LMDBs")
     shutil.rmtree(all_out, ignore_errors=True)
-    write_results(args.out, "encode", {
-        "patches": n,
-        "patches_per_s_one_core_best": max(raw_rates),
-        "patches_per_s_one_core_median": statistics.median(raw_rates),
-        "patches_per_s_one_core_runs": raw_rates,
-        "tifffile_only_patches_per_s_one_core_best": max(tiff_rates),
-        "tifffile_only_patches_per_s_one_core_runs": tiff_rates,
-        f"patches_per_s_{len(cores)}_processes": round(all_cores, 1),
-        "same_lmdb_contents": True,
-        "target_patches_per_s_per_core": 1000,
-    })  # fmt: skip
+    write_results(
+        args.out,
+        "encode",
+        {
+            "patches": n,
+            "patches_per_s_one_core_best": max(raw_rates),
+            "patches_per_s_one_core_median": statistics.median(raw_rates),
+            "patches_per_s_one_core_runs": raw_rates,
+            "tifffile_only_patches_per_s_one_core_best": max(tiff_rates),
+            "tifffile_only_patches_per_s_one_core_runs": tiff_rates,
+            f"patches_per_s_{len(cores)}_processes": round(all_cores, 1),
+            "same_lmdb_contents": True,
+            "target_patches_per_s_per_core": 1000,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ def main() -> None:
     recipe = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31))
     product = full_size_product(recipe, args.size_px)
     figures: dict[str, object] = {"tile_px": args.size_px}
-    variants = (("simple_clc", full_size_clc(args.size_px), 20),
-                ("realistic_clc", hard_clc(args.size_px), 10))  # fmt: skip
+    variants = (
+        ("simple_clc", full_size_clc(args.size_px), 20),
+        ("realistic_clc", hard_clc(args.size_px), 10),
+    )
     runs: dict[str, list[dict[str, object]]] = {name: [] for name, _, _ in variants}
     for _ in range(args.repeat):
         for name, clc, target in variants:
@@ -86,8 +88,12 @@ result["kept_by_labels"] = int((labels.unlabeled_fraction < 0.25).sum())
 result["flagged_cloud_or_shadow"] = int(scr.cloud_or_shadow.sum())
 """)
     res["label_and_screen_s"] = round(
-        sum(res[k] for k in ("clc_read_s", "rasterize_s", "label_patches_s", "scl_read_s",
-                             "screen_s")), 2)  # fmt: skip
+        sum(
+            res[k]
+            for k in ("clc_read_s", "rasterize_s", "label_patches_s", "scl_read_s", "screen_s")
+        ),
+        2,
+    )
     res["target_s"] = target_s
     res["target_peak_rss_mb"] = 2048
     return res

@@ -55,8 +55,12 @@ def main() -> None:
     python = REPO / ".venv-configilm" / "bin" / "python"
     if python.exists():
         script = REPO / "tests" / "compat" / "configilm_read.py"
-        out = subprocess.run([str(python), str(script), "--rate", str(n), str(args.encoded)],
-                             check=True, capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [str(python), str(script), "--rate", str(n), str(args.encoded)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         figures["configilm_patches_per_s"] = round(float(out.stdout.strip().splitlines()[-1]), 1)
     else:
         figures["configilm_patches_per_s"] = "not measured: run `make configilm-env`"

@@ -46,8 +46,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    recipe = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
-                           swath_edge=False)  # fmt: skip
+    recipe = ProductRecipe(
+        "T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31), swath_edge=False
+    )
     t = time.perf_counter()
     product = full_size_product(recipe, args.size_px)
     gen_s = time.perf_counter() - t
@@ -80,15 +81,21 @@ def main() -> None:
         "files": patch["files"],
         "ratio_patching_over_decode": ratios[middle],  # the median run's
         "ratio_patching_over_inline_decode": round(patch["wall_s"] / inline["wall_s"], 3),
-        "runs": [{"bare_decode_s": d["wall_s"], "patching_s": p["wall_s"], "ratio": r,
-                  "write_s": p["stages_s"].get("write"),
-                  "write_overlapped_s": p["stages_s"].get("write_overlapped")}
-                 for d, p, r in zip(decodes, patches, ratios, strict=True)],
+        "runs": [
+            {
+                "bare_decode_s": d["wall_s"],
+                "patching_s": p["wall_s"],
+                "ratio": r,
+                "write_s": p["stages_s"].get("write"),
+                "write_overlapped_s": p["stages_s"].get("write_overlapped"),
+            }
+            for d, p, r in zip(decodes, patches, ratios, strict=True)
+        ],
         "ratio_min_median_max": [min(ratios), ratios[middle], max(ratios)],
         "target_ratio": 1.3,
         "target_ratio_per_tile_issue_15": 1.1,
         "target_peak_rss_mb": 4096,
-    }  # fmt: skip
+    }
     write_results(args.out, "patch", figures)
 
 

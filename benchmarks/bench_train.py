@@ -42,11 +42,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     device = pick_device("auto")
-    cfg = TrainConfig(name="bench", encoded=args.encoded, output=Path("/tmp"), model=args.model,
-                      batch_size=args.batch_size, num_workers=args.workers)  # fmt: skip
+    cfg = TrainConfig(
+        name="bench",
+        encoded=args.encoded,
+        output=Path("/tmp"),
+        model=args.model,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
     ds = EncodedPatches(args.encoded, "train", 19, cfg.bands)
-    figures: dict[str, object] = {"device": str(device), "model": args.model,
-                                  "batch_size": args.batch_size}  # fmt: skip
+    figures: dict[str, object] = {
+        "device": str(device),
+        "model": args.model,
+        "batch_size": args.batch_size,
+    }
     for w in (1, 2):
         c = cfg.model_copy(update={"num_workers": w})
         figures[f"loader_patches_per_s_{w}_workers"] = round(loader_rate(ds, c, 15), 1)
@@ -80,11 +89,17 @@ def main() -> None:
         n += len(batch["y"])
     sync()
     fed = n / (time.perf_counter() - t)
-    figures.update({"ceiling_patches_per_s": round(ceiling, 1),
-                    "loader_fed_patches_per_s": round(fed, 1),
-                    "fed_over_ceiling": round(fed / ceiling, 3), "target": 0.9,
-                    "note": "no GPU was lent to this session: CPU figures" if device.type == "cpu"
-                    else "GPU figures"})  # fmt: skip
+    figures.update(
+        {
+            "ceiling_patches_per_s": round(ceiling, 1),
+            "loader_fed_patches_per_s": round(fed, 1),
+            "fed_over_ceiling": round(fed / ceiling, 3),
+            "target": 0.9,
+            "note": "no GPU was lent to this session: CPU figures"
+            if device.type == "cpu"
+            else "GPU figures",
+        }
+    )
     write_results(args.out, "train", figures)
 
 

@@ -122,8 +122,13 @@ result["wall_s"] = round(time.perf_counter() - t0, 2)
 result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 print("RESULT" + json.dumps(result))
 """
-    env = {**os.environ, "GDAL_NUM_THREADS": "1", "OPJ_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           **(env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "GDAL_NUM_THREADS": "1",
+        "OPJ_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr}")
@@ -137,10 +142,14 @@ def write_results(path: Path, name: str, figures: dict[str, Any]) -> None:
     doc = {
         "benchmark": name,
         "date": datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "gdal": rasterio.__gdal_version__},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "gdal": rasterio.__gdal_version__,
+        },
         "figures": figures,
-    }  # fmt: skip
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)

@@ -103,9 +103,14 @@ class RealMetadata:
         """A generator recipe with this product's identity (for rendering pixels)."""
         n = self.name
         return ProductRecipe(
-            n.tile_id, n.level, f"{n.baseline[:2]}.{n.baseline[2:]}", n.sensing_time,
-            mission=n.mission, relative_orbit=n.relative_orbit, image_format=self.image_format,
-        )  # fmt: skip
+            n.tile_id,
+            n.level,
+            f"{n.baseline[:2]}.{n.baseline[2:]}",
+            n.sensing_time,
+            mission=n.mission,
+            relative_orbit=n.relative_orbit,
+            image_format=self.image_format,
+        )
 
     def image(self, rel: str) -> ImageFile:
         """Kind and resolution of an IMAGE_FILE, from its name."""
@@ -185,9 +190,13 @@ def _update_manifest(manifest: str, safe: Path, rels: list[str]) -> str:
 
 
 def build(
-    src: Path, out: Path, size_px: int | None = None, zipped: bool = False,
-    blank_cache: Path | None = None, seed: int = 0,
-) -> Built:  # fmt: skip
+    src: Path,
+    out: Path,
+    size_px: int | None = None,
+    zipped: bool = False,
+    blank_cache: Path | None = None,
+    seed: int = 0,
+) -> Built:
     """Write a product around the real metadata in ``src`` under ``out``.
 
     Args:
@@ -222,8 +231,13 @@ def build(
         f = meta.image(rel)
         target = safe / f"{rel}{ext}"
         if scene is not None and acq is not None:
-            write_image(target, render_image(f, scene, acq, recipe), geometry, f.resolution_m,
-                        meta.image_format)  # fmt: skip
+            write_image(
+                target,
+                render_image(f, scene, acq, recipe),
+                geometry,
+                f.resolution_m,
+                meta.image_format,
+            )
         else:
             assert blank_cache is not None
             count, dtype = (3, "uint8") if f.kind == "TCI" else (1, "uint16")
@@ -231,8 +245,9 @@ def build(
                 dtype = "uint8"
             n = geometry.size_px(f.resolution_m)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_blank(blank_cache, meta.image_format, n, count, dtype, geometry),
-                            target)  # fmt: skip
+            shutil.copyfile(
+                _blank(blank_cache, meta.image_format, n, count, dtype, geometry), target
+            )
         written.append(f"{rel}{ext}")
     manifest = (src / "manifest.safe").read_text()
     gml = f"GRANULE/{meta.granule}/QI_DATA/MSK_CLOUDS_B00.gml"

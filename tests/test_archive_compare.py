@@ -44,8 +44,9 @@ def test_identical_copy_passes(built, tmp_path):
     assert c.identical and c.patches_built == c.patches_reference > 0
     assert c.files["bands"].compared == 12 * c.patches_built
     assert c.files["reference maps"].compared == c.patches_built
-    result = CliRunner().invoke(main, ["compare", str(built), "--reference", str(ref),
-                                       "--report", str(tmp_path / "c.md")])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["compare", str(built), "--reference", str(ref), "--report", str(tmp_path / "c.md")]
+    )
     assert result.exit_code == 0, result.output
     assert "**IDENTICAL**" in (tmp_path / "c.md").read_text()
 
@@ -97,8 +98,9 @@ def test_planted_differences_are_each_found(built, tmp_path):
     assert c.files["bands"].examples == [f"{repixelled}_B05.tif: 1 pixels differ"]
     assert c.files["reference maps"].differ == 1
 
-    result = CliRunner().invoke(main, ["compare", str(built), "--reference", str(ref),
-                                       "--report", str(tmp_path / "c.md")])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["compare", str(built), "--reference", str(ref), "--report", str(tmp_path / "c.md")]
+    )
     assert result.exit_code == 1
     assert "DIFFERENT" in result.output and "labels (1 of" in result.output
     report = (tmp_path / "c.md").read_text()

@@ -65,7 +65,8 @@ def test_deflate_template_reads_back_like_gdal_output(tmp_path, epsg):
         mine, theirs = ours.read_bytes(), gdal.read_bytes()
         n_bytes = 4 * -(-120 // template.rows_per_strip)  # one LONG offset and size per strip
         holes = {template.offsets_pos + k for k in range(n_bytes)} | {
-            template.counts_pos + k for k in range(n_bytes)}  # fmt: skip
+            template.counts_pos + k for k in range(n_bytes)
+        }
         same = [k for k in range(template.data_pos) if k not in holes]
         assert bytes(mine[k] for k in same) == bytes(theirs[k] for k in same)
 
@@ -78,9 +79,16 @@ def test_template_refuses_an_unknown_compression():
 
 
 def _gtiff(path, arr, epsg=32633, ulx=300000.0, uly=5400000.0, **kw):
-    profile = {"driver": "GTiff", "width": arr.shape[1], "height": arr.shape[0], "count": 1,
-               "dtype": arr.dtype.name, "crs": CRS.from_epsg(epsg), "nodata": 0,
-               "transform": Affine(10, 0, ulx, 0, -10, uly)}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": arr.shape[1],
+        "height": arr.shape[0],
+        "count": 1,
+        "dtype": arr.dtype.name,
+        "crs": CRS.from_epsg(epsg),
+        "nodata": 0,
+        "transform": Affine(10, 0, ulx, 0, -10, uly),
+    }
     with rasterio.open(path, "w", **profile, **kw) as ds:
         ds.write(arr, 1)
     return path.read_bytes()
@@ -140,14 +148,23 @@ def test_lmdb_values_equal_safetensors_output_for_every_array_set(monkeypatch):
     rng = np.random.default_rng(5)
 
     def patch(size: int) -> dict[str, np.ndarray]:  # names in the archive's band order
-        return {f"B{i:02d}": rng.integers(0, 65535, (size // (1 + i % 3),) * 2, dtype=np.uint16)
-                for i in (1, 2, 3, 4, 5, 11, 12)}  # fmt: skip
+        return {
+            f"B{i:02d}": rng.integers(0, 65535, (size // (1 + i % 3),) * 2, dtype=np.uint16)
+            for i in (1, 2, 3, 4, 5, 11, 12)
+        }
 
     block = rng.integers(0, 999, (240, 240), dtype=np.uint16)[120:, :120]  # a view, not dense
-    sets = [patch(120), patch(120), patch(60), {"Data": block}, {"Data": block.copy() + 1},
-            {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
-            {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
-            {"Data": block.astype(">u2")}, {"Data": block.astype(">u2") + 2}]  # fmt: skip
+    sets = [
+        patch(120),
+        patch(120),
+        patch(60),
+        {"Data": block},
+        {"Data": block.copy() + 1},
+        {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
+        {"VV": rng.random((120, 120), np.float32), "VH": rng.random((120, 120), np.float32)},
+        {"Data": block.astype(">u2")},
+        {"Data": block.astype(">u2") + 2},
+    ]
     for arrays in sets:
         value = safetensors_bytes(arrays)
         assert value == save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
@@ -176,8 +193,10 @@ def test_band_files_written_side_by_side_equal_gdal_files(tmp_path, res):
     blocks = band.reshape(3, n, 4, n).swapaxes(1, 2)  # a strided view, as the grid cuts a band
     for order in ("<", ">"):  # a big-endian band is written little-endian, as GDAL does
         picked = [(2, 3), (0, 0), (1, 2), (0, 0)]
-        files = [(str(tmp_path / f"{order == '<'}_{i}.tif"), 300000.0 + 1200 * x,
-                  5400000.0 - 1200 * y) for i, (y, x) in enumerate(picked)]  # fmt: skip
+        files = [
+            (str(tmp_path / f"{order == '<'}_{i}.tif"), 300000.0 + 1200 * x, 5400000.0 - 1200 * y)
+            for i, (y, x) in enumerate(picked)
+        ]
         data = blocks.astype(blocks.dtype.newbyteorder(order))
         ys, xs = zip(*picked, strict=True)
         assert writer.write_band(files, data[list(ys), list(xs)], res) == len(files)

@@ -39,9 +39,16 @@ SIZE_PX = 1260
 # T35VNJ's upper-left patches are in v1, with v1 names whose time is not the sensing time
 # (S2B_MSIL2A_20180204T94160_...), and many of them flagged for snow; T33UUP's upper-left
 # patches are not in v1 at all.
-VNJ = ProductRecipe("T35VNJ", "L1C", "02.06", datetime(2018, 2, 4, 9, 41, 59), mission="S2B",
-                    relative_orbit=36, snow=True,
-                    generated=datetime(2018, 2, 4, 11, 58, 9))  # fmt: skip
+VNJ = ProductRecipe(
+    "T35VNJ",
+    "L1C",
+    "02.06",
+    datetime(2018, 2, 4, 9, 41, 59),
+    mission="S2B",
+    relative_orbit=36,
+    snow=True,
+    generated=datetime(2018, 2, 4, 11, 58, 9),
+)
 UUP = ProductRecipe("T33UUP", "L1C", "02.05", datetime(2017, 6, 13, 10, 10, 31))
 NOT_IN_V2 = ProductRecipe("T33UUP", "L1C", "02.05", datetime(2017, 8, 12, 10, 10, 21))
 
@@ -87,9 +94,10 @@ def test_names_by_formula_would_be_wrong_for_30_of_the_115_products():
     wrong = {
         _acq(product)
         for (product, _x, _y), name in table.items()
-        if _acq(product) in v2 and name.rsplit("_", 2)[0] != "_".join(
-            [product.split("_")[0], "MSIL2A", product.split("_")[2]])
-    }  # fmt: skip
+        if _acq(product) in v2
+        and name.rsplit("_", 2)[0]
+        != "_".join([product.split("_")[0], "MSIL2A", product.split("_")[2]])
+    }
     assert len(wrong) == 30
 
 
@@ -122,14 +130,16 @@ def _patches(points: list[tuple[int, float, float]]) -> pd.DataFrame:
 def test_closest_country_on_natural_earth_110m():
     """Natural Earth 1:110m countries (the field name in any case): sea patches too."""
     ne = _natural_earth_110m()
-    frame = _patches([
-        (32633, 400_000, 5_300_000),  # Upper Austria
-        (32629, 400_000, 4_300_000),  # Atlantic, 60 km west of Lisbon
-        (32632, 690_000, 5_335_000),  # Munich: Germany, closest of the ten is Austria
-        (32635, 560_000, 6_840_000),  # eastern Finland
-        (32634, 320_000, 6_170_000),  # Baltic Sea off Lithuania
-        (32629, 720_000, 5_930_000),  # Irish Sea near Dublin
-    ])  # fmt: skip
+    frame = _patches(
+        [
+            (32633, 400_000, 5_300_000),  # Upper Austria
+            (32629, 400_000, 4_300_000),  # Atlantic, 60 km west of Lisbon
+            (32632, 690_000, 5_335_000),  # Munich: Germany, closest of the ten is Austria
+            (32635, 560_000, 6_840_000),  # eastern Finland
+            (32634, 320_000, 6_170_000),  # Baltic Sea off Lithuania
+            (32629, 720_000, 5_930_000),  # Irish Sea near Dublin
+        ]
+    )
     ten = bigearthnet.read_boundaries(ne, field="NAME")
     assert len(ten) == 10
     got = bigearthnet.closest_country(frame, ten)
@@ -224,20 +234,25 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
         failed["S2B_MSIL1C_20180204T094159_N0206_R036_T35VPK_20180204T115809.SAFE"].stage
         == "sen2cor"
     )
-    assert "exited with status 1" in failed[
-        "S2B_MSIL1C_20180204T094159_N0206_R036_T35VPK_20180204T115809.SAFE"].error  # fmt: skip
+    assert (
+        "exited with status 1"
+        in failed["S2B_MSIL1C_20180204T094159_N0206_R036_T35VPK_20180204T115809.SAFE"].error
+    )
     assert sum(r.stage == "discover" for r in res.failures) == 115 - 3
     # sen2cor made the L2A of the two good products (N9999, as v2 names them); the product not
     # in v2's list was not touched
     made = sorted(p.name.rsplit("_", 1)[0] for p in (tmp_path / "l2a").glob("*.SAFE"))
-    assert made == ["S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP",
-                    "S2B_MSIL2A_20180204T094159_N9999_R036_T35VNJ"]  # fmt: skip
+    assert made == [
+        "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP",
+        "S2B_MSIL2A_20180204T094159_N9999_R036_T35VNJ",
+    ]
     assert len(calls.read_text().splitlines()) == 3
     assert [r.product.rsplit("_", 1)[0] for r in res.results if r.ok] == made
 
     out = tmp_path / "archive"
-    meta = pd.concat([pd.read_parquet(out / archive.METADATA),
-                      pd.read_parquet(out / archive.FLAGGED)])  # fmt: skip
+    meta = pd.concat(
+        [pd.read_parquet(out / archive.METADATA), pd.read_parquet(out / archive.FLAGGED)]
+    )
     assert len(meta) > 50
     table = published_v1_names()
     l1c_of = {_acq(p): p for p in bigearthnet.v1_l1c_products()}
@@ -260,8 +275,9 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
     assert uup["kept"] == 0 and uup["dropped_not_in_v1"] > 50
     assert any("T33UUP" in w for w in res.warnings)
     flagged = pd.read_parquet(out / archive.FLAGGED)
-    assert set(flagged.patch_id) == set(meta[meta.contains_seasonal_snow
-                                             | meta.contains_cloud_or_shadow].patch_id)  # fmt: skip
+    assert set(flagged.patch_id) == set(
+        meta[meta.contains_seasonal_snow | meta.contains_cloud_or_shadow].patch_id
+    )
 
     # a re-run does not call sen2cor again for the products it made
     before = {p: p.stat().st_mtime_ns for p in (out / archive.S2_DIR).rglob("*.tif")}
@@ -274,15 +290,26 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
 def test_sen2cor_version_and_missing_l2a_are_checked_before_work(tmp_path, l1c_inputs):
     root, clc = l1c_inputs
     exe, calls = _stand_in(tmp_path)
-    cfg = _config(tmp_path, root / "products", clc, exe,
-                  sen2cor={"executable": str(exe), "output_dir": str(tmp_path / "l2a"),
-                           "version": "2.10"})  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        root / "products",
+        clc,
+        exe,
+        sen2cor={"executable": str(exe), "output_dir": str(tmp_path / "l2a"), "version": "2.10"},
+    )
     with pytest.raises(SpecError, match="sen2cor 2.11.0, the configuration expects 2.10"):
         run(load_config(cfg), progress=False)
     assert not calls.exists()
-    cfg = _config(tmp_path, root / "products", clc, exe,
-                  sen2cor={"executable": str(tmp_path / "nowhere" / "L2A_Process"),
-                           "output_dir": str(tmp_path / "l2a")})  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        root / "products",
+        clc,
+        exe,
+        sen2cor={
+            "executable": str(tmp_path / "nowhere" / "L2A_Process"),
+            "output_dir": str(tmp_path / "l2a"),
+        },
+    )
     with pytest.raises(SpecError, match="not found"):
         run(load_config(cfg), progress=False)
     # without sen2cor, a reproduction refuses L1C products (v2 is made of L2A)
@@ -290,16 +317,26 @@ def test_sen2cor_version_and_missing_l2a_are_checked_before_work(tmp_path, l1c_i
     res = run(load_config(cfg), progress=False)
     assert {r.stage for r in res.failures} == {"discover", "sen2cor"}
     assert "BigEarthNet v2 is made of sen2cor's L2A" in next(
-        r.error for r in res.failures if r.stage == "sen2cor")  # fmt: skip
+        r.error for r in res.failures if r.stage == "sen2cor"
+    )
 
 
 def test_reproduction_needs_countries(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "name": "v2", "output": str(tmp_path / "a"), "reproduce": "bigearthnet-v2",
-        "inputs": {"source": "local", "products_dir": str(tmp_path),
-                   "clc_path": str(tmp_path / "clc.gpkg")},
-    }))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "v2",
+                "output": str(tmp_path / "a"),
+                "reproduce": "bigearthnet-v2",
+                "inputs": {
+                    "source": "local",
+                    "products_dir": str(tmp_path),
+                    "clc_path": str(tmp_path / "clc.gpkg"),
+                },
+            }
+        )
+    )
     with pytest.raises(SpecError, match="Natural Earth"):
         load_config(cfg)
 
@@ -316,8 +353,11 @@ def test_shipped_v2_config_runs_from_the_hub(tmp_path, monkeypatch):
     assert names.csv == DATA / "v2_l1c_products.csv"
     cfg = yaml.safe_load(shipped.read_text())
     state = HubState()
-    state.add(HubProduct(id="0000-1", name=VNJ.name, path=written.products[0], sensing=VNJ.sensing,
-                         cloud=10.0))  # fmt: skip
+    state.add(
+        HubProduct(
+            id="0000-1", name=VNJ.name, path=written.products[0], sensing=VNJ.sensing, cloud=10.0
+        )
+    )
     exe, calls = _stand_in(tmp_path)
     monkeypatch.setenv("BEN_CDSE_USER", "alice")
     monkeypatch.setenv("BEN_CDSE_PASSWORD", "s3cret")
@@ -326,13 +366,18 @@ def test_shipped_v2_config_runs_from_the_hub(tmp_path, monkeypatch):
         cfg["inputs"]["clc_path"] = str(written.clc)
         cfg["inputs"]["hub"].update(
             download_dir=str(tmp_path / "l1c"),
-            endpoints={"catalogue": f"{hub.base}/odata/v1", "download": f"{hub.base}/odata/v1",
-                       "token": f"{hub.base}/auth/token"},
-        )  # fmt: skip
+            endpoints={
+                "catalogue": f"{hub.base}/odata/v1",
+                "download": f"{hub.base}/odata/v1",
+                "token": f"{hub.base}/auth/token",
+            },
+        )
         cfg["inputs"]["hub"]["query"]["names"]["csv"] = str(names.csv)
         cfg["sen2cor"].update(executable=str(exe), output_dir=str(tmp_path / "l2a"))
-        cfg["countries"] = {"path": str(_write_boundaries(tmp_path / "countries.gpkg")),
-                            "candidates": ["Finland"]}  # fmt: skip
+        cfg["countries"] = {
+            "path": str(_write_boundaries(tmp_path / "countries.gpkg")),
+            "candidates": ["Finland"],
+        }
         cfg["cluster"] = {"kind": "local", "n_workers": 1}
         path = tmp_path / "v2.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -341,8 +386,12 @@ def test_shipped_v2_config_runs_from_the_hub(tmp_path, monkeypatch):
         assert {r.stage for r in res.failures} == {"search"} and len(res.failures) == 114
         ok = [r for r in res.results if r.ok]
         assert [r.product.rsplit("_", 1)[0] for r in ok] == [bigearthnet.v2_stem(VNJ.name)]
-        meta = pd.concat([pd.read_parquet(tmp_path / "archive" / archive.METADATA),
-                          pd.read_parquet(tmp_path / "archive" / archive.FLAGGED)])  # fmt: skip
+        meta = pd.concat(
+            [
+                pd.read_parquet(tmp_path / "archive" / archive.METADATA),
+                pd.read_parquet(tmp_path / "archive" / archive.FLAGGED),
+            ]
+        )
         assert len(meta) > 50 and (meta.country == "Finland").all()
         assert all(
             n == bigearthnet.v1_name(p) for p, n in zip(meta.patch_id, meta.s2v1_name, strict=True)

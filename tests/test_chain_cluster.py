@@ -17,9 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_slurm_job_script_from_config():
-    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "cluster-script",
-                        str(REPO / "pipelines" / "cluster-slurm.yaml")],
-                       capture_output=True, text=True, check=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ben_builder.cli",
+            "cluster-script",
+            str(REPO / "pipelines" / "cluster-slurm.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     script = r.stdout
     assert script.startswith("#!/usr/bin/env bash")
     for line in (
@@ -47,8 +56,9 @@ def test_workers_run_with_dask_periodic_work_slowed_local_and_on_slurm():
         seen = client.run(lambda: [dask.config.get(k) for k in keys])
     assert list(seen.values()) == [want]
     # a SLURM job's workers read them from the job script's exports, as Dask parses them
-    script = cluster.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
-        cores=2, processes=1))).job_script()  # fmt: skip
+    script = cluster.make_slurm_cluster(
+        ClusterSettings(kind="slurm", slurm=SlurmSettings(cores=2, processes=1))
+    ).job_script()
     env = dict(
         line.removeprefix("export ").split("=", 1)
         for line in script.splitlines()
@@ -75,15 +85,17 @@ def test_workers_start_with_the_decoding_environment_local_and_on_slurm(monkeypa
         (pid,) = client.run(os.getpid).values()
         started_with = psutil.Process(pid).environ()
     assert {k: started_with.get(k) for k in want} == want
-    script = cluster.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
-        cores=2, processes=1))).job_script()  # fmt: skip
+    script = cluster.make_slurm_cluster(
+        ClusterSettings(kind="slurm", slurm=SlurmSettings(cores=2, processes=1))
+    ).job_script()
     for key, value in want.items():
         assert f"export {key}={value}" in script.splitlines()
     # 24 cores for a task's 12 bands: two per band, on OpenJPEG's threads (GDAL gives them)
     assert "OPJ_NUM_THREADS" not in runtime.worker_environ(24)
     assert runtime.worker_environ(23)["OPJ_NUM_THREADS"] == "0"
-    script = cluster.make_slurm_cluster(ClusterSettings(kind="slurm", slurm=SlurmSettings(
-        cores=48, processes=2))).job_script()  # fmt: skip
+    script = cluster.make_slurm_cluster(
+        ClusterSettings(kind="slurm", slurm=SlurmSettings(cores=48, processes=2))
+    ).job_script()
     assert "OPJ_NUM_THREADS" not in script and "export MALLOC_TRIM_THRESHOLD_=33554432" in script
     monkeypatch.setenv("OPJ_NUM_THREADS", "3")  # the user's, kept
     assert runtime.worker_environ(24)["OPJ_NUM_THREADS"] == "3"

@@ -33,16 +33,27 @@ def _config(tmp_path: Path, products: Path, clc: Path | None, **extra: object) -
     inputs: dict[str, object] = {"source": "local", "products_dir": str(products)}
     if clc is not None:
         inputs["clc_path"] = str(clc)
-    cfg = {"name": "t", "output": str(tmp_path / "arch"), "inputs": inputs,
-           "cluster": {"kind": "local", "n_workers": 1}, "report_samples": 0, **extra}  # fmt: skip
+    cfg = {
+        "name": "t",
+        "output": str(tmp_path / "arch"),
+        "inputs": inputs,
+        "cluster": {"kind": "local", "n_workers": 1},
+        "report_samples": 0,
+        **extra,
+    }
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_check_prints_the_plan_and_writes_nothing(tmp_path, one_product, synthetic):
@@ -101,12 +112,17 @@ def test_a_second_build_into_the_same_folder_is_refused(tmp_path, one_product, s
             run(load_config(cfg), progress=False)
     # the same from another process: the CLI names the holder and exits 2
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from ben_builder.files import output_lock\n"
-         f"with output_lock(Path({str(out)!r}), 'ben-builder build other'):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from ben_builder.files import output_lock\n"
+            f"with output_lock(Path({str(out)!r}), 'ben-builder build other'):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         r = _cli("build", str(cfg))

@@ -220,8 +220,9 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
     assert process.v1_name(process.open_product(product), x, y) not in set(v1_names)
 
     every = tmp_path / "every"  # the same hole in every band: dropped before any write
-    monkeypatch.setattr(process, "read_band",
-                        lambda p, b, r: read_band(p, b, r, [b.name for b in BANDS]))  # fmt: skip
+    monkeypatch.setattr(
+        process, "read_band", lambda p, b, r: read_band(p, b, r, [b.name for b in BANDS])
+    )
     process_product(product, every, Options(clc_path=synthetic.clc, layout="both"))
     for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):
         assert digest_tree(late / folder) == digest_tree(every / folder)

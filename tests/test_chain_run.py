@@ -55,10 +55,14 @@ def _config(tmp_path, products_dir, clc, name="t", **extra):
 
 
 def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, synthetic):
-    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "one", n_workers=1)),
-              progress=False)  # fmt: skip
-    two = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "two", n_workers=2)),
-              progress=False)  # fmt: skip
+    one = run(
+        load_config(_config(tmp_path, products_dir, synthetic.clc, "one", n_workers=1)),
+        progress=False,
+    )
+    two = run(
+        load_config(_config(tmp_path, products_dir, synthetic.clc, "two", n_workers=2)),
+        progress=False,
+    )
     assert not one.failures and not two.failures
     assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "two")
     meta = pd.read_parquet(tmp_path / "two" / archive.METADATA)
@@ -91,8 +95,9 @@ def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, sy
     bad = next(p for p in d.iterdir() if p.suffix == ".zip")
     bad.write_bytes(bad.read_bytes()[:10000])
     cfg = _config(tmp_path, d, synthetic.clc, "mixed")
-    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)], capture_output=True, text=True
+    )
     assert r.returncode == 1, r.stderr
     assert f"FAILED {bad.name} [open]" in r.stderr
     out = tmp_path / "mixed"
@@ -104,8 +109,11 @@ def test_failing_product_is_recorded_and_others_go_on(tmp_path, products_dir, sy
     assert "CorruptProductError" in failed[0]["error"] and "Traceback" in failed[0]["traceback"]
     assert "## Failures" in (out / "report" / "report.md").read_text()
     assert len(list((out / archive.PARTS_DIR).glob("*.parquet"))) == 2
-    r = subprocess.run([sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast",
-                        "--force"], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "ben_builder.cli", "build", str(cfg), "--fail-fast", "--force"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and "FAILED" in r.stderr
     # the report accounts for every product: done, failed, or not run (cancelled)
     run_json = json.loads((out / "report" / "run.json").read_text())
@@ -146,8 +154,9 @@ def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir,
 
     # 2. SIGKILL the whole run mid-way, then run again
     shutil.rmtree(out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     assert _wait_for(lambda: len(list((out / archive.S2_DIR).rglob("*.tif"))) > 100)
 
     os.killpg(proc.pid, signal.SIGKILL)
@@ -168,9 +177,16 @@ def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
     (tmp_path / "cloud.csv").write_text("\n".join(sorted(cloudy)) + "\n")
     (tmp_path / "snow.csv").write_text("\n".join(sorted(snowy)) + "\n")
     shutil.copytree(tmp_path / "base", tmp_path / "lists")
-    cfg = _config(tmp_path, products_dir, synthetic.clc, "lists",
-                  flags_from_lists={"cloud_or_shadow": str(tmp_path / "cloud.csv"),
-                                    "snow": str(tmp_path / "snow.csv")})  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        products_dir,
+        synthetic.clc,
+        "lists",
+        flags_from_lists={
+            "cloud_or_shadow": str(tmp_path / "cloud.csv"),
+            "snow": str(tmp_path / "snow.csv"),
+        },
+    )
     res = run(load_config(cfg), progress=False)
     assert not res.failures and not base.failures
     meta = pd.read_parquet(tmp_path / "lists" / archive.METADATA)
@@ -187,10 +203,18 @@ def test_product_list_filter_records_missing(tmp_path, products_dir, synthetic):
     stem = present.removesuffix(".zip").removesuffix(".SAFE").rsplit("_", 1)[0]
     csv = tmp_path / "list.csv"
     csv.write_text(f"product\n{stem}\nS2A_MSIL2A_20170101T101031_N9999_R022_T33UUP\n")
-    cfg = _config(tmp_path, products_dir, synthetic.clc, "listed",
-                  inputs={"source": "local", "products_dir": str(products_dir),
-                          "clc_path": str(synthetic.clc),
-                          "product_list": {"csv": str(csv), "column": "product"}})  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        products_dir,
+        synthetic.clc,
+        "listed",
+        inputs={
+            "source": "local",
+            "products_dir": str(products_dir),
+            "clc_path": str(synthetic.clc),
+            "product_list": {"csv": str(csv), "column": "product"},
+        },
+    )
     res = run(load_config(cfg), progress=False)
     assert [r.product for r in res.results if r.ok] == [present]
     assert [(r.product, r.stage) for r in res.failures] == [
@@ -204,16 +228,22 @@ def test_countries_from_a_boundaries_file(tmp_path):
 
     from ben_builder.bigearthnet import closest_country, read_boundaries
 
-    borders = gpd.GeoDataFrame({"country": ["West", "East"]},
-                               geometry=[box(10, 45, 12.5, 50), box(12.5, 45, 15, 50)],
-                               crs="EPSG:4326")  # fmt: skip
+    borders = gpd.GeoDataFrame(
+        {"country": ["West", "East"]},
+        geometry=[box(10, 45, 12.5, 50), box(12.5, 45, 15, 50)],
+        crs="EPSG:4326",
+    )
     path = tmp_path / "borders.gpkg"
     borders.to_file(path)
     # T33UUP's upper-left patch lies west of 12.5 E, a patch 100 km east lies east of it;
     # a patch in the Arctic lies in neither
-    frame = pd.DataFrame({"epsg": [32633, 32633, 32633],
-                          "ulx_m": [300000.0, 400000.0, 500000.0],
-                          "uly_m": [5400000.0, 5400000.0, 8000000.0]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "epsg": [32633, 32633, 32633],
+            "ulx_m": [300000.0, 400000.0, 500000.0],
+            "uly_m": [5400000.0, 5400000.0, 8000000.0],
+        }
+    )
     borders = read_boundaries(path, field="country", candidates=None)
     assert list(closest_country(frame, borders, rule="within")) == ["West", "East", None]
     assert list(closest_country(frame, borders)) == ["West", "East", "East"]
@@ -257,7 +287,8 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, mo
     res = run(load_config(cfg), progress=False)
     assert redone(res) == [target.name]
     assert next(r.sha256 for r in res.results if r.product == target.name) != next(
-        r.sha256 for r in first.results if r.product == target.name)  # fmt: skip
+        r.sha256 for r in first.results if r.product == target.name
+    )
     assert digest_tree(out) == _fresh(tmp_path, products, clc, "fresh1")
 
     # 2. the CLC edited: 10 polygons 211 -> 311 (every product is redone)
@@ -285,8 +316,11 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, products_dir, synthetic, mo
     changed = tmp_path / "specs"
     shutil.copytree(REPO / "data_specs", changed)
     screening = changed / "screening.yaml"
-    screening.write_text(screening.read_text().replace(
-        "cloud_or_shadow_min_fraction: 0.0", "cloud_or_shadow_min_fraction: 0.5"))  # fmt: skip
+    screening.write_text(
+        screening.read_text().replace(
+            "cloud_or_shadow_min_fraction: 0.0", "cloud_or_shadow_min_fraction: 0.5"
+        )
+    )
     monkeypatch.setenv("BEN_BUILDER_SPECS", str(changed))
     specs.screening.cache_clear()
     try:
@@ -397,8 +431,9 @@ def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir,
     # the writers, and measured worker peaks were too close to tell apart by a limit (the small
     # product 286-345 MB, a 3,660 px tile 338 MB, a 5,490 px one 410 MB). The LMDB layout keeps
     # a product's bands until its shard is written: ~330 MB more for this 5,490 px tile
-    big = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31),
-                        image_format="GeoTIFF")  # fmt: skip
+    big = ProductRecipe(
+        "T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31), image_format="GeoTIFF"
+    )
     with rasterio.Env():
         big_path = write_product(big, scene_for("T33UUP", 5490, 0), products)
     cfg = _config(tmp_path, products, synthetic.clc, "mem", layout="lmdb")
@@ -433,8 +468,10 @@ def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, 
     from ben_builder.encode import encode_archive
 
     v2 = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "v2")), progress=False)
-    lm = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm", layout="lmdb")),
-             progress=False)  # fmt: skip
+    lm = run(
+        load_config(_config(tmp_path, products_dir, synthetic.clc, "lm", layout="lmdb")),
+        progress=False,
+    )
     assert not v2.failures and not lm.failures
     encode_archive(tmp_path / "v2", tmp_path / "enc")
     built = _lmdb_items(tmp_path / "lm" / archive.DB)
@@ -443,11 +480,17 @@ def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, 
     assert not any(p.suffix == ".tif" for p in (tmp_path / "lm").rglob("*"))
     for name in (archive.METADATA, archive.FLAGGED):
         assert (tmp_path / "lm" / name).read_bytes() == (tmp_path / "v2" / name).read_bytes()
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lm" / archive.LABELS43),
-                                  pd.read_parquet(tmp_path / "enc" / archive.LABELS43))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "lm" / archive.LABELS43),
+        pd.read_parquet(tmp_path / "enc" / archive.LABELS43),
+    )
     # deterministic: one worker gives the same files; a re-run skips and changes nothing
-    one = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "lm1", layout="lmdb",
-                                  n_workers=1)), progress=False)  # fmt: skip
+    one = run(
+        load_config(
+            _config(tmp_path, products_dir, synthetic.clc, "lm1", layout="lmdb", n_workers=1)
+        ),
+        progress=False,
+    )
     assert not one.failures
     assert digest_tree(tmp_path / "lm1") == digest_tree(tmp_path / "lm")
     again = run(load_config(tmp_path / "lm.yaml"), progress=False)

@@ -39,32 +39,49 @@ def products(synthetic, tmp_path_factory):
 
 
 def _config(tmp_path, products, clc, name, cluster):
-    cfg = {"name": name, "output": str(tmp_path / name), "report_samples": 0,
-           "inputs": {"source": "local", "products_dir": str(products), "clc_path": str(clc)},
-           "cluster": cluster}  # fmt: skip
+    cfg = {
+        "name": name,
+        "output": str(tmp_path / name),
+        "report_samples": 0,
+        "inputs": {"source": "local", "products_dir": str(products), "clc_path": str(clc)},
+        "cluster": cluster,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_config(path)
 
 
 def _slurm(job_name, **extra):
-    return {"kind": "slurm", "slurm": {"cores": 1, "processes": 1, "memory": "2GB",
-                                       "walltime": "00:20:00", "lifetime_margin_s": 60,
-                                       "job_name": job_name, **extra}}  # fmt: skip
+    return {
+        "kind": "slurm",
+        "slurm": {
+            "cores": 1,
+            "processes": 1,
+            "memory": "2GB",
+            "walltime": "00:20:00",
+            "lifetime_margin_s": 60,
+            "job_name": job_name,
+            **extra,
+        },
+    }
 
 
 @pytest.fixture(scope="module")
 def local(products, synthetic, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
-    res = run(_config(tmp, products, synthetic.clc, "local", {"kind": "local", "n_workers": 1}),
-              progress=False)  # fmt: skip
+    res = run(
+        _config(tmp, products, synthetic.clc, "local", {"kind": "local", "n_workers": 1}),
+        progress=False,
+    )
     assert not res.failures
     return digest_tree(tmp / "local")
 
 
 def test_chain_on_slurm_equals_local(tmp_path, products, synthetic, local):
-    res = run(_config(tmp_path, products, synthetic.clc, "s", _slurm("ben-test-eq", jobs=2)),
-              progress=False)  # fmt: skip
+    res = run(
+        _config(tmp_path, products, synthetic.clc, "s", _slurm("ben-test-eq", jobs=2)),
+        progress=False,
+    )
     assert not res.failures
     assert digest_tree(tmp_path / "s") == local
     logs = list((tmp_path / "s" / "report" / "workers").glob("*.err"))  # workers log to stderr
@@ -82,8 +99,9 @@ def _cancel_when(predicate, job_name, timeout=300):
     return False
 
 
-def test_cancelled_jobs_are_replaced_and_the_run_finishes(tmp_path, products, synthetic, local,
-                                                          caplog):  # fmt: skip
+def test_cancelled_jobs_are_replaced_and_the_run_finishes(
+    tmp_path, products, synthetic, local, caplog
+):
     out = tmp_path / "c"
     cfg = _config(tmp_path, products, synthetic.clc, "c", _slurm("ben-test-cancel", jobs=1))
     first_part = lambda: any((out / archive.PARTS_DIR).glob("*.parquet"))  # noqa: E731
@@ -99,8 +117,9 @@ def test_cancelled_jobs_are_replaced_and_the_run_finishes(tmp_path, products, sy
 
 def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synthetic):
     out = tmp_path / "l"
-    cfg = _config(tmp_path, products, synthetic.clc, "l",
-                  _slurm("ben-test-lost", jobs=1, max_lost_jobs=0))  # fmt: skip
+    cfg = _config(
+        tmp_path, products, synthetic.clc, "l", _slurm("ben-test-lost", jobs=1, max_lost_jobs=0)
+    )
     first_part = lambda: any((out / archive.PARTS_DIR).glob("*.parquet"))  # noqa: E731
     cancel = threading.Thread(target=_cancel_when, args=(first_part, "ben-test-lost"))
     cancel.start()
@@ -117,16 +136,22 @@ def test_too_many_lost_jobs_stop_the_run_with_a_report(tmp_path, products, synth
     assert (out / archive.METADATA).exists()
 
 
-def test_workers_retire_before_the_walltime_and_the_run_goes_on(tmp_path, products, synthetic,
-                                                                local):  # fmt: skip
+def test_workers_retire_before_the_walltime_and_the_run_goes_on(
+    tmp_path, products, synthetic, local
+):
     """Jobs of one minute whose workers retire after four seconds: the run spans several jobs."""
-    cfg = _config(tmp_path, products, synthetic.clc, "w",
-                  _slurm("ben-test-wall", jobs=1, walltime="00:01:00", lifetime_margin_s=56,
-                         max_lost_jobs=0))  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        products,
+        synthetic.clc,
+        "w",
+        _slurm("ben-test-wall", jobs=1, walltime="00:01:00", lifetime_margin_s=56, max_lost_jobs=0),
+    )
     res = run(cfg, progress=False)
     assert not res.failures, [(r.product, r.stage, r.error) for r in res.failures]
     assert digest_tree(tmp_path / "w") == local
     logs = sorted((tmp_path / "w" / "report" / "workers").glob("*.err"))
     assert len(logs) >= 2  # a replacement job took over from the retired one
-    assert any("lifetime" in p.read_text().lower() or "retir" in p.read_text().lower()
-               for p in logs)  # fmt: skip
+    assert any(
+        "lifetime" in p.read_text().lower() or "retir" in p.read_text().lower() for p in logs
+    )

@@ -62,8 +62,9 @@ def _imports(module: str) -> list[tuple[str, str, int]]:
                 continue
             for a in node.names:  # a submodule imported by name is an edge to that submodule
                 sub = f"{node.module}.{a.name}"
-                out.append((sub, "", node.lineno) if sub in MODULES else
-                           (node.module, a.name, node.lineno))  # fmt: skip
+                out.append(
+                    (sub, "", node.lineno) if sub in MODULES else (node.module, a.name, node.lineno)
+                )
     return out
 
 

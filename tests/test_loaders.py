@@ -36,8 +36,9 @@ def both_layouts(synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("loaders")
     for r in synthetic.recipes:
         if r.level == "L2A":
-            process_product(synthetic.path_of(r), root,
-                            Options(clc_path=synthetic.clc, layout="both"))  # fmt: skip
+            process_product(
+                synthetic.path_of(r), root, Options(clc_path=synthetic.clc, layout="both")
+            )
     finalize(root, layout="both")
     return root
 
@@ -79,16 +80,18 @@ def test_torchgeo_bigearthnet_v1_reads_the_v1_layout_and_split_files(both_layout
     class_set = list(torchgeo_datasets.BigEarthNet.class_sets[43])
     seen = 0
     for tg_split, split in TORCHGEO_SPLITS.items():
-        ds = torchgeo_datasets.BigEarthNet(root=str(root), split=tg_split, bands="s2",
-                                           num_classes=43)  # fmt: skip
+        ds = torchgeo_datasets.BigEarthNet(
+            root=str(root), split=tg_split, bands="s2", num_classes=43
+        )
         names = sorted(meta.loc[meta["split"] == split, "s2v1_name"])
         assert len(ds) == len(names) > 0
         for i in range(0, len(ds), max(1, len(ds) // 5)):
             sample = ds[i]
             folder = root / archive.V1_DIR / names[i]
             assert sample["image"].shape == (12, 120, 120)
-            np.testing.assert_array_equal(sample["image"][esa.index("B04")].numpy(),
-                                          _pixels(folder / f"{names[i]}_B04.tif"))  # fmt: skip
+            np.testing.assert_array_equal(
+                sample["image"][esa.index("B04")].numpy(), _pixels(folder / f"{names[i]}_B04.tif")
+            )
             labels = json.loads((folder / f"{names[i]}_labels_metadata.json").read_text())
             want = np.zeros(43, np.int64)
             want[[class_set.index(name) for name in labels["labels"]]] = 1
@@ -104,8 +107,16 @@ def test_configilm_reads_the_encoded_folder_with_cloudy_and_snowy_patches(both_l
     encoded = tmp_path / "encoded"
     encode_archive(root, encoded)
     dump = tmp_path / "configilm.npz"
-    subprocess.run([str(CONFIGILM_PYTHON), str(REPO / "tests" / "compat" / "configilm_read.py"),
-                    str(encoded), str(dump)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(CONFIGILM_PYTHON),
+            str(REPO / "tests" / "compat" / "configilm_read.py"),
+            str(encoded),
+            str(dump),
+        ],
+        check=True,
+        capture_output=True,
+    )
     got = np.load(dump)
     meta = pd.read_parquet(root / archive.METADATA)
     flagged = pd.read_parquet(root / archive.FLAGGED)

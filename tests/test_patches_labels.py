@@ -93,9 +93,20 @@ def test_reference_map_is_deflate_predictor2_like_gdal_writes_it(labelled, tmp_p
             profile, data, structure = ds.profile, ds.read(1), ds.tags(ns="IMAGE_STRUCTURE")
         assert structure["COMPRESSION"] == "DEFLATE" and structure["PREDICTOR"] == "2"
         want = tmp_path / "gdal.tif"
-        with rasterio.open(want, "w", driver="GTiff", width=120, height=120, count=1,
-                           dtype="uint16", crs=profile["crs"], transform=profile["transform"],
-                           nodata=0, compress="deflate", predictor=2) as ds:  # fmt: skip
+        with rasterio.open(
+            want,
+            "w",
+            driver="GTiff",
+            width=120,
+            height=120,
+            count=1,
+            dtype="uint16",
+            crs=profile["crs"],
+            transform=profile["transform"],
+            nodata=0,
+            compress="deflate",
+            predictor=2,
+        ) as ds:
             ds.write(data, 1)
         with rasterio.open(want) as ds:
             assert ds.profile == profile and ds.tags(ns="IMAGE_STRUCTURE") == structure
@@ -136,8 +147,9 @@ def test_pixel_corner_is_not_labelled_and_boundary_patch_gets_both(tmp_path):
     right = _patch_box(0, 0, 600, 1200)
     rest = whole.difference(_patch_box(0, 0))
     corner = _patch_box(1, 1, 96, 104, 96, 104)  # around a pixel corner: no centre inside
-    codes_px, labels = _label(tmp_path, [left, right, rest.difference(corner), corner],
-                              ["311", "211", "231", "512"])  # fmt: skip
+    codes_px, labels = _label(
+        tmp_path, [left, right, rest.difference(corner), corner], ["311", "211", "231", "512"]
+    )
     assert 512 not in codes_px
     c19, c43 = labels.names_at(0, 0)
     assert c19 == ["Arable land", "Broad-leaved forest"]
@@ -152,8 +164,7 @@ def test_outside_coverage_and_unmapped_codes_are_dropped(tmp_path):
     p10 = _patch_box(1, 0)  # only unmapped codes
     p01 = _patch_box(0, 1, 0, 960)  # 80 % covered: kept
     p11a, p11b = _patch_box(1, 1, 0, 1200, 0, 300), _patch_box(1, 1, 0, 1200, 300, 1200)
-    _, labels = _label(tmp_path, [p00, p10, p01, p11a, p11b],
-                       ["312", "122", "231", "124", "211"])  # fmt: skip
+    _, labels = _label(tmp_path, [p00, p10, p01, p11a, p11b], ["312", "122", "231", "124", "211"])
     unl = labels.unlabeled_fraction
     assert unl[0, 0] == pytest.approx(0.30) and unl[0, 0] >= 0.25
     assert unl[0, 1] == 1.0
@@ -247,8 +258,9 @@ def _lists(coords):
 
 def test_reads_a_shapefile_with_the_same_schema(tmp_path):
     poly = _patch_box(0, 0, 0, 600)
-    frame = gpd.GeoDataFrame({"Code_18": ["311"]}, geometry=[shapely.segmentize(poly, 50)],
-                             crs="EPSG:32633").to_crs("EPSG:3035")  # fmt: skip
+    frame = gpd.GeoDataFrame(
+        {"Code_18": ["311"]}, geometry=[shapely.segmentize(poly, 50)], crs="EPSG:32633"
+    ).to_crs("EPSG:3035")
     shp = tmp_path / "clc.shp"
     frame.to_file(shp)
     codes_px = rasterize_codes(read_clc(shp, TILE, specs.clc()), TILE, 999)
@@ -270,8 +282,13 @@ def test_patch_labels_equal_each_patch_counted_on_its_own():
         for x in range(4):
             patch = codes[y * 120 : (y + 1) * 120, x * 120 : (x + 1) * 120]
             present = set(np.unique(patch).tolist())
-            want19 = sorted({nom.names[nom.code_to_class[str(c)]] for c in present
-                             if str(c) in nom.code_to_class})  # fmt: skip
+            want19 = sorted(
+                {
+                    nom.names[nom.code_to_class[str(c)]]
+                    for c in present
+                    if str(c) in nom.code_to_class
+                }
+            )
             want43 = [names43[c] for c in sorted(present) if c in names43]
             mapped = sum(int((patch == c).sum()) for c in present if str(c) in nom.code_to_class)
             assert got.names_at(x, y) == (want19, want43), (x, y)

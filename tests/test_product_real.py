@@ -73,8 +73,11 @@ def test_full_size_product_opens_as_its_metadata_says(key, zipped, tmp_path, bla
     assert set(p.offsets.values()) == {meta.offset}
     # the tile as MTD_TL.xml gives it: EPSG, upper-left corner, 10980 px
     assert (p.tile.epsg, p.tile.ulx_m, p.tile.uly_m, p.tile.size_m) == (
-        meta.geometry.epsg, meta.geometry.ulx_m, meta.geometry.uly_m, 109800.0,
-    )  # fmt: skip
+        meta.geometry.epsg,
+        meta.geometry.ulx_m,
+        meta.geometry.uly_m,
+        109800.0,
+    )
     grid = PatchGrid(p.tile, 1200)
     assert grid.shape == (91, 91) and len(grid) == 8281
     last = grid.patch(90, 90)
@@ -318,15 +321,20 @@ def _paths(root: ET.Element) -> list[str]:
 
 def _relative_files(files: list[str]) -> list[str]:
     """IMAGE_FILE entries without granule, tile and date: ``IMG_DATA/R20m/B01_20m``."""
-    return [re.sub(r"^GRANULE/[^/]+/(IMG_DATA/(?:R\d\dm/)?)T\w{5}_\d{8}T\d{6}_", r"\1", f)
-            for f in files]  # fmt: skip
+    return [
+        re.sub(r"^GRANULE/[^/]+/(IMG_DATA/(?:R\d\dm/)?)T\w{5}_\d{8}T\d{6}_", r"\1", f)
+        for f in files
+    ]
 
 
 @pytest.mark.parametrize(
     "key,level,baseline",
-    [("MSIL2AN0509", "L2A", "05.09"), ("MSIL2AN0214", "L2A", "02.14"),
-     ("MSIL1CN0209", "L1C", "02.09")],
-)  # fmt: skip
+    [
+        ("MSIL2AN0509", "L2A", "05.09"),
+        ("MSIL2AN0214", "L2A", "02.14"),
+        ("MSIL1CN0209", "L1C", "02.09"),
+    ],
+)
 def test_generator_lists_the_real_image_files(key, level, baseline):
     real = RealMetadata.read(_real(key))
     r = ProductRecipe("T33UUP", level, baseline, datetime(2023, 8, 21, 10, 0, 0))
@@ -343,8 +351,9 @@ def test_generator_lists_the_real_image_files(key, level, baseline):
     }
 
 
-@pytest.mark.parametrize("key,level,baseline", [("MSIL2AN0509", "L2A", "05.09"),
-                                                ("MSIL1CN0209", "L1C", "02.09")])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,level,baseline", [("MSIL2AN0509", "L2A", "05.09"), ("MSIL1CN0209", "L1C", "02.09")]
+)
 def test_generator_metadata_has_the_real_structure(tmp_path, key, level, baseline):
     r = ProductRecipe("T33UUP", level, baseline, datetime(2023, 8, 21, 10, 0, 0))
     safe = write_product(r, scene_for("T33UUP", 1260, 0), tmp_path)
@@ -366,8 +375,9 @@ def test_generator_metadata_has_the_real_structure(tmp_path, key, level, baselin
 
 def test_generator_geotiff_products_read_like_jp2(tmp_path):
     scene = scene_for("T33UUP", 1260, 0)
-    kw = dict(tile_id="T33UUP", level="L2A", baseline="04.00",
-              sensing=datetime(2019, 2, 12, 10, 0, 0))  # fmt: skip
+    kw = dict(
+        tile_id="T33UUP", level="L2A", baseline="04.00", sensing=datetime(2019, 2, 12, 10, 0, 0)
+    )
     tif = write_product(ProductRecipe(**kw, image_format="GeoTIFF"), scene, tmp_path / "t")
     jp2 = write_product(ProductRecipe(**kw), scene, tmp_path / "j")
     assert len(list(tif.rglob("IMG_DATA/*/*.tif"))) == 36

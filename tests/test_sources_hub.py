@@ -35,15 +35,19 @@ def hub(synthetic):
     zips = [p for p in synthetic.products if p.suffix == ".zip"]
     for i, z in enumerate(sorted(zips)):
         r = next(r for r in synthetic.recipes if r.name == z.stem)
-        state.add(HubProduct(id=f"0000-{i}", name=z.stem, path=z, sensing=r.sensing,
-                             cloud=5.0 + 20 * i))  # fmt: skip
+        state.add(
+            HubProduct(id=f"0000-{i}", name=z.stem, path=z, sensing=r.sensing, cloud=5.0 + 20 * i)
+        )
     with HubServer(state) as server:
         yield server
 
 
 def _cdse(server, creds=ALICE):
-    ep = CdseEndpoints(catalogue=f"{server.base}/odata/v1", download=f"{server.base}/odata/v1",
-                       token=f"{server.base}/auth/token")  # fmt: skip
+    ep = CdseEndpoints(
+        catalogue=f"{server.base}/odata/v1",
+        download=f"{server.base}/odata/v1",
+        token=f"{server.base}/auth/token",
+    )
     return CdseBackend(creds, ep)
 
 
@@ -67,8 +71,14 @@ def test_cdse_search_filters_and_pages(hub):
     assert [i.name for i in cdse.search(Query(level="L1C", tiles=("T33UUP",)))] == [
         n for n in (p.name for p in hub.state.products.values()) if "MSIL1C" in n
     ]
-    winter = cdse.search(Query(level="L2A", start=date(2018, 1, 1), end=date(2018, 3, 1),
-                               area_wkt=area_from_bbox((12, 47, 14, 49))))  # fmt: skip
+    winter = cdse.search(
+        Query(
+            level="L2A",
+            start=date(2018, 1, 1),
+            end=date(2018, 3, 1),
+            area_wkt=area_from_bbox((12, 47, 14, 49)),
+        )
+    )
     assert [i.name.split("_")[2][:8] for i in winter] == ["20180215"]
     assert cdse.search(Query(level="L2A", tiles=("T33UUP",), max_cloud=1)) == []
     item = all_l2a[0]
@@ -166,8 +176,11 @@ def test_concurrency_is_capped(hub, tmp_path, synthetic):
     state = hub.state
     src = next(iter(state.products.values()))
     for i in range(6):
-        state.add(HubProduct(id=f"copy-{i}", name=f"{src.name[:-2]}{i:02d}", path=src.path,
-                             sensing=src.sensing))  # fmt: skip
+        state.add(
+            HubProduct(
+                id=f"copy-{i}", name=f"{src.name[:-2]}{i:02d}", path=src.path, sensing=src.sensing
+            )
+        )
     cdse = _cdse(hub)
     items = [i for i in cdse.search(Query(names=tuple(p.name for p in state.products.values())))]
     results = download_all(items, tmp_path, cdse, TransferPolicy(max_concurrent=2, backoff_s=0.05))
@@ -177,8 +190,15 @@ def test_concurrency_is_capped(hub, tmp_path, synthetic):
 
 def test_dhus_search_download_and_offline_retrieval(hub, tmp_path):
     dhus = DhusBackend(ALICE, f"{hub.base}/dhus/")
-    items = dhus.search(Query(level="L2A", tiles=("T33UUP", "T34VER"), start=date(2017, 1, 1),
-                              end=date(2018, 12, 31), max_cloud=50))  # fmt: skip
+    items = dhus.search(
+        Query(
+            level="L2A",
+            tiles=("T33UUP", "T34VER"),
+            start=date(2017, 1, 1),
+            end=date(2018, 12, 31),
+            max_cloud=50,
+        )
+    )
     assert len(items) == 2 and all(i.md5 for i in items)
     p = hub.state.products[items[0].id]
     p.online = False
@@ -186,8 +206,9 @@ def test_dhus_search_download_and_offline_retrieval(hub, tmp_path):
     assert [i.online for i in items] == [False, True]
     first = download_all(items, tmp_path, dhus, TransferPolicy(offline_rounds=0))
     assert first[0].offline and first[1].ok
-    results = download_all(items, tmp_path, dhus,
-                           TransferPolicy(offline_rounds=3, offline_wait_s=0.6))  # fmt: skip
+    results = download_all(
+        items, tmp_path, dhus, TransferPolicy(offline_rounds=3, offline_wait_s=0.6)
+    )
     assert all(r.ok for r in results)
     assert (tmp_path / f"{p.name}.zip").read_bytes() == p.data
 
@@ -209,12 +230,31 @@ def test_credentials_from_env_and_netrc(tmp_path, monkeypatch):
 
 def test_cli_search_then_download(hub, tmp_path):
     env = dict(os.environ, BEN_CDSE_USER="alice", BEN_CDSE_PASSWORD="s3cret")
-    urls = ["--catalogue-url", f"{hub.base}/odata/v1", "--download-url", f"{hub.base}/odata/v1",
-            "--token-url", f"{hub.base}/auth/token"]  # fmt: skip
+    urls = [
+        "--catalogue-url",
+        f"{hub.base}/odata/v1",
+        "--download-url",
+        f"{hub.base}/odata/v1",
+        "--token-url",
+        f"{hub.base}/auth/token",
+    ]
     cli = [sys.executable, "-m", "ben_builder.cli"]
-    r = subprocess.run([*cli, "search", *urls, "--tile", "T33UUP", "--level", "L2A",
-                        "--out", str(tmp_path / "m.jsonl")], capture_output=True, text=True,
-                       env=env)  # fmt: skip
+    r = subprocess.run(
+        [
+            *cli,
+            "search",
+            *urls,
+            "--tile",
+            "T33UUP",
+            "--level",
+            "L2A",
+            "--out",
+            str(tmp_path / "m.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "1 products" in r.stdout
     get = [*cli, "download", str(tmp_path / "m.jsonl"), *urls, "--out", str(tmp_path / "d")]
@@ -231,9 +271,15 @@ def test_build_from_hub(hub, tmp_path, synthetic, monkeypatch):
     monkeypatch.setenv("BEN_CDSE_USER", "alice")
     monkeypatch.setenv("BEN_CDSE_PASSWORD", "s3cret")
     broken = next(iter(hub.state.products.values()))
-    hub.state.add(HubProduct(id="gone", name="S2A_MSIL2A_20170704T101031_N0400_R022_T33UUP_"
-                             "20170704T101608", path=broken.path, sensing=datetime(2017, 7, 4),
-                             corrupt_times=100))  # fmt: skip
+    hub.state.add(
+        HubProduct(
+            id="gone",
+            name="S2A_MSIL2A_20170704T101031_N0400_R022_T33UUP_20170704T101608",
+            path=broken.path,
+            sensing=datetime(2017, 7, 4),
+            corrupt_times=100,
+        )
+    )
     cfg = {
         "name": "hub",
         "output": str(tmp_path / "archive"),
@@ -242,15 +288,17 @@ def test_build_from_hub(hub, tmp_path, synthetic, monkeypatch):
             "clc_path": str(synthetic.clc),
             "hub": {
                 "backend": "cdse",
-                "endpoints": {"catalogue": f"{hub.base}/odata/v1",
-                              "download": f"{hub.base}/odata/v1",
-                              "token": f"{hub.base}/auth/token"},
+                "endpoints": {
+                    "catalogue": f"{hub.base}/odata/v1",
+                    "download": f"{hub.base}/odata/v1",
+                    "token": f"{hub.base}/auth/token",
+                },
                 "download_dir": str(tmp_path / "products"),
                 "query": {"level": "L2A", "tiles": ["T33UUP", "T34VER"]},
             },
         },
         "cluster": {"kind": "local", "n_workers": 1},
-    }  # fmt: skip
+    }
     (tmp_path / "hub.yaml").write_text(yaml.safe_dump(cfg))
     result = run(load_config(tmp_path / "hub.yaml"), progress=False)
     assert [(r.product, r.stage) for r in result.failures] == [

@@ -41,8 +41,9 @@ def encoded(synthetic, tmp_path_factory):
 
 def _check_encoded(root, out):
     """Every patch of both parquets in the one LMDB, pixel-equal to the archive's GeoTIFFs."""
-    meta = pd.concat([pd.read_parquet(root / archive.METADATA),
-                      pd.read_parquet(root / archive.FLAGGED)])  # fmt: skip
+    meta = pd.concat(
+        [pd.read_parquet(root / archive.METADATA), pd.read_parquet(root / archive.FLAGGED)]
+    )
     env = lmdb.open(str(out / DB), readonly=True, lock=False)
     with env.begin() as txn:
         assert txn.stat()["entries"] == 2 * len(meta)  # bands and reference map per patch
@@ -51,8 +52,9 @@ def _check_encoded(root, out):
             arrays = load(txn.get(patch_id.encode()))
             assert sorted(arrays) == sorted(b.name for b in specs.bands().bands)
             for b in specs.bands().bands:
-                with rasterio.open(archive.patch_dir(root, product, patch_id)
-                                   / f"{patch_id}_{b.name}.tif") as ds:  # fmt: skip
+                with rasterio.open(
+                    archive.patch_dir(root, product, patch_id) / f"{patch_id}_{b.name}.tif"
+                ) as ds:
                     want = ds.read(1)
                 assert arrays[b.name].dtype == np.uint16
                 assert arrays[b.name].shape == (b.size_px, b.size_px)
@@ -106,8 +108,15 @@ def test_encode_official_layout_without_parts_and_with_s1(encoded, tmp_path):
         for band in ("VV", "VH"):
             px = rng.normal(-12, 3, (120, 120)).astype(np.float32)
             s1_pixels[(s1, band)] = px
-            with rasterio.open(folder / f"{s1}_{band}.tif", "w", driver="GTiff", width=120,
-                               height=120, count=1, dtype="float32") as ds:  # fmt: skip
+            with rasterio.open(
+                folder / f"{s1}_{band}.tif",
+                "w",
+                driver="GTiff",
+                width=120,
+                height=120,
+                count=1,
+                dtype="float32",
+            ) as ds:
                 ds.write(px, 1)
     meta["s1_name"] = pd.Series(s1_names, dtype=object)
     write_parquet(official / archive.METADATA, meta, schema=archive.METADATA_SCHEMA)
@@ -151,9 +160,18 @@ def test_models_shapes():
 
 def test_cpu_training_loss_falls_and_evaluation_writes_every_metric(encoded, tmp_path):
     _, out, _ = encoded
-    cfg = TrainConfig(name="t", encoded=out, output=tmp_path / "run", epochs=2, batch_size=8,
-                      lr=3e-3, num_workers=0, max_steps_per_epoch=12, norm_samples=64,
-                      device="cpu")  # fmt: skip
+    cfg = TrainConfig(
+        name="t",
+        encoded=out,
+        output=tmp_path / "run",
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        num_workers=0,
+        max_steps_per_epoch=12,
+        norm_samples=64,
+        device="cpu",
+    )
     losses: list[float] = []
     state = train(cfg, on_step=lambda step, loss: losses.append(loss))
     n_train = len(EncodedPatches(out, "train", 19, cfg.bands))
@@ -181,9 +199,18 @@ def test_band_and_class_order_are_recorded_and_a_foreign_model_evaluates(encoded
     band order and its outputs in configilm's (alphabetical) order, evaluates to the same
     figures once that order is declared; a wrong declaration gives other figures."""
     _, out, _ = encoded
-    cfg = TrainConfig(name="r", encoded=out, output=tmp_path / "run", model="resnet50", epochs=1,
-                      batch_size=8, num_workers=0, max_steps_per_epoch=4, norm_samples=100_000,
-                      device="cpu")  # fmt: skip
+    cfg = TrainConfig(
+        name="r",
+        encoded=out,
+        output=tmp_path / "run",
+        model="resnet50",
+        epochs=1,
+        batch_size=8,
+        num_workers=0,
+        max_steps_per_epoch=4,
+        norm_samples=100_000,
+        device="cpu",
+    )
     train(cfg)
     ckpt = torch.load(cfg.output / BEST, weights_only=False)
     assert ckpt["bands"] == list(ALL_BANDS)  # ESA order
@@ -199,14 +226,28 @@ def test_band_and_class_order_are_recorded_and_a_foreign_model_evaluates(encoded
     foreign = tmp_path / "elsewhere" / "resnet50.pth"
     foreign.parent.mkdir()
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, foreign)  # Lightning
-    theirs = evaluate(foreign, split="validation", out=tmp_path / "theirs", encoded=out,
-                      bands=order, class_order="alphabetical", norm_samples=100_000)  # fmt: skip
+    theirs = evaluate(
+        foreign,
+        split="validation",
+        out=tmp_path / "theirs",
+        encoded=out,
+        bands=order,
+        class_order="alphabetical",
+        norm_samples=100_000,
+    )
     for k, v in ours["model"].items():
         assert theirs["model"][k] == pytest.approx(v, abs=1e-6), k
     table = json.loads((tmp_path / "theirs" / "results.json").read_text())["per_class"]
     assert [r["class"] for r in table] == alpha
-    wrong = evaluate(foreign, split="validation", out=tmp_path / "wrong", encoded=out,
-                     bands=ALL_BANDS, class_order="alphabetical", norm_samples=100_000)  # fmt: skip
+    wrong = evaluate(
+        foreign,
+        split="validation",
+        out=tmp_path / "wrong",
+        encoded=out,
+        bands=ALL_BANDS,
+        class_order="alphabetical",
+        norm_samples=100_000,
+    )
     assert wrong["model"] != pytest.approx(ours["model"], abs=1e-6)
     with pytest.raises(ModelError, match="--bands"):
         evaluate(foreign, encoded=out)

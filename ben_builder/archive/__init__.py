@@ -19,23 +19,39 @@ DB = "BigEarthNet.lmdb"  # rico-hdl's LMDB: written by `encode`, or by the build
 LABELS43 = "labels43.parquet"
 SHARD_SUFFIX = ".mdb"  # a product's LMDB shard in _parts/ (layout lmdb)
 # v1 split files as the official v1 models repository and torchgeo name them: "<s2>,<s1>" lines
-V1_SPLIT_FILES = {"train": "bigearthnet-train.csv", "validation": "bigearthnet-val.csv",
-                  "test": "bigearthnet-test.csv"}  # fmt: skip
+V1_SPLIT_FILES = {
+    "train": "bigearthnet-train.csv",
+    "validation": "bigearthnet-val.csv",
+    "test": "bigearthnet-test.csv",
+}
 REFMAP_DIR = "Reference_Maps"
 REFMAP_RESOLUTION_M = 10  # reference maps are at the 10 m grid of the patch
 PARTS_DIR = "_parts"
 METADATA = "metadata.parquet"
 FLAGGED = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
 METADATA_COLUMNS = (
-    "patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
-    "contains_seasonal_snow", "contains_cloud_or_shadow",
-)  # fmt: skip
+    "patch_id",
+    "labels",
+    "split",
+    "country",
+    "s1_name",
+    "s2v1_name",
+    "contains_seasonal_snow",
+    "contains_cloud_or_shadow",
+)
 # The published BigEarthNet v2 parquet types (string, not large_string; s1_name string, not null)
 METADATA_SCHEMA = pa.schema(
-    [("patch_id", pa.string()), ("labels", pa.list_(pa.string())), ("split", pa.string()),
-     ("country", pa.string()), ("s1_name", pa.string()), ("s2v1_name", pa.string()),
-     ("contains_seasonal_snow", pa.bool_()), ("contains_cloud_or_shadow", pa.bool_())]
-)  # fmt: skip
+    [
+        ("patch_id", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("country", pa.string()),
+        ("s1_name", pa.string()),
+        ("s2v1_name", pa.string()),
+        ("contains_seasonal_snow", pa.bool_()),
+        ("contains_cloud_or_shadow", pa.bool_()),
+    ]
+)
 
 
 def shard_path(root: Path, product_stem: str) -> Path:

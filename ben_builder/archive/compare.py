@@ -65,10 +65,12 @@ class Comparison:
     def identical(self) -> bool:
         """Whether no difference of any kind was found."""
         return not (
-            self.only_built or self.only_reference or self.schema
+            self.only_built
+            or self.only_reference
+            or self.schema
             or any(a.differ for a in self.columns.values())
             or any(a.differ for a in self.files.values())
-        )  # fmt: skip
+        )
 
 
 def _schema(path: Path) -> dict[str, str]:
@@ -198,8 +200,10 @@ def report_markdown(c: Comparison) -> str:
         f"- only in the reference: {len(c.only_reference):,}",
         "",
     ]
-    for title, names in (("Only in the built archive", c.only_built),
-                         ("Only in the reference", c.only_reference)):  # fmt: skip
+    for title, names in (
+        ("Only in the built archive", c.only_built),
+        ("Only in the reference", c.only_reference),
+    ):
         if names:
             lines += [f"## {title} (first {min(len(names), EXAMPLES)})", ""]
             lines += [f"- {n}" for n in names[:EXAMPLES]] + [""]

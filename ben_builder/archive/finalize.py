@@ -44,8 +44,11 @@ def remove_product(root: Path, product_stem: str) -> int:
     v1_names: list[str] = []
     if part.exists():
         with suppress(OSError, ValueError, KeyError, pa.ArrowException):
-            v1_names = [str(n) for n in pq.read_table(part, columns=["s2v1_name"]).column(0)
-                        .to_pylist() if n]  # fmt: skip
+            v1_names = [
+                str(n)
+                for n in pq.read_table(part, columns=["s2v1_name"]).column(0).to_pylist()
+                if n
+            ]
         part.unlink()
         count += 1
     summary = part.with_suffix(".json")

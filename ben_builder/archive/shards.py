@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 #: safetensors headers by (name, dtype, shape) of the arrays: header bytes and tensor order,
 #: or None for a set whose value is not its header plus the arrays' bytes (e.g. big-endian)
-_SAFETENSORS_LAYOUTS: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...],
-                           tuple[bytes, tuple[str, ...]] | None] = {}  # fmt: skip
+_SAFETENSORS_LAYOUTS: dict[
+    tuple[tuple[str, np.dtype, tuple[int, ...]], ...], tuple[bytes, tuple[str, ...]] | None
+] = {}
 
 
 _MAX_SAFETENSORS_LAYOUTS = 64

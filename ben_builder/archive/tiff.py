@@ -48,9 +48,17 @@ def _gdal_bytes(
 ) -> bytes:
     opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
     with MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-                      dtype=array.dtype, crs=crs, transform=transform, nodata=nodata,
-                      **opts) as ds:  # fmt: skip
+        with mem.open(
+            driver="GTiff",
+            width=array.shape[1],
+            height=array.shape[0],
+            count=1,
+            dtype=array.dtype,
+            crs=crs,
+            transform=transform,
+            nodata=nodata,
+            **opts,
+        ) as ds:
             ds.write(array, 1)
         return bytes(mem.read())
 
@@ -109,9 +117,14 @@ class GeoTiffTemplate:
 
     @classmethod
     def build(
-        cls, shape: tuple[int, int], dtype: str, crs: CRS, resolution_m: float,
-        nodata: float | None = 0, compress: str | None = None,
-    ) -> GeoTiffTemplate:  # fmt: skip
+        cls,
+        shape: tuple[int, int],
+        dtype: str,
+        crs: CRS,
+        resolution_m: float,
+        nodata: float | None = 0,
+        compress: str | None = None,
+    ) -> GeoTiffTemplate:
         """Make and self-check a template with GDAL.
 
         Args:
@@ -161,8 +174,17 @@ class GeoTiffTemplate:
         (rows,) = _read_ints(a, *_ifd_values(a, TAG_ROWS_PER_STRIP))
         if -(-shape[0] // rows) != n_strips:
             raise TemplateError("the strip count does not follow from the rows per strip")
-        template = cls(a[: offsets[0]], tie, offsets[0], shape,
-                       np.dtype(dtype).newbyteorder("<"), True, rows, off_pos, cnt_pos)  # fmt: skip
+        template = cls(
+            a[: offsets[0]],
+            tie,
+            offsets[0],
+            shape,
+            np.dtype(dtype).newbyteorder("<"),
+            True,
+            rows,
+            off_pos,
+            cnt_pos,
+        )
         with MemoryFile(template.render(sample, 123456.0, 7654321.0)) as mem, mem.open() as ds:
             if not np.array_equal(ds.read(1), sample) or ds.transform != t1 or ds.crs != crs:
                 raise TemplateError("a file rendered from the template does not read back")
@@ -193,8 +215,10 @@ class GeoTiffTemplate:
         buf = self._head(ulx, uly)
         predicted = _predict(pixels)
         rows = self.rows_per_strip
-        strips = [zlib.compress(predicted[r : r + rows].tobytes(), ZLEVEL)
-                  for r in range(0, self.shape[0], rows)]  # fmt: skip
+        strips = [
+            zlib.compress(predicted[r : r + rows].tobytes(), ZLEVEL)
+            for r in range(0, self.shape[0], rows)
+        ]
         sizes = [len(s) for s in strips]
         offsets = np.cumsum([self.data_pos, *sizes[:-1]])
         struct.pack_into(f"<{len(strips)}I", buf, self.offsets_pos, *offsets.tolist())
@@ -241,8 +265,11 @@ class RawLayout:
         strips_at = _read_ints(buf, *off)[0]
         uncompressed = int(page.compression) == 1
         # uncompressed files of one layout have the same strips: only the corner varies
-        holes = [] if uncompressed else [(pos, pos + _TYPE_SIZES[typ] * count)
-                                         for typ, count, pos in (off, cnt)]  # fmt: skip
+        holes = (
+            []
+            if uncompressed
+            else [(pos, pos + _TYPE_SIZES[typ] * count) for typ, count, pos in (off, cnt)]
+        )
         try:
             tie = _ifd_values(buf, TAG_MODEL_TIEPOINT)[2]
             holes.append((tie + 24, tie + 40))  # the corner (x, y) of the tiepoint
@@ -256,9 +283,17 @@ class RawLayout:
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         deflate = int(page.compression) in (8, 32946)  # Deflate, or Adobe's code for it
         zlib_predictor = deflate and int(page.predictor) == 2 and pixels.dtype.kind in "ui"
-        layout = cls(bytes(buf[:strips_at]), off, cnt, shape, pixels.dtype.newbyteorder("<"),
-                     None if uncompressed else page.decode, tuple(shared),
-                     len(buf) if uncompressed else 0, zlib_predictor)  # fmt: skip
+        layout = cls(
+            bytes(buf[:strips_at]),
+            off,
+            cnt,
+            shape,
+            pixels.dtype.newbyteorder("<"),
+            None if uncompressed else page.decode,
+            tuple(shared),
+            len(buf) if uncompressed else 0,
+            zlib_predictor,
+        )
         if uncompressed and layout._strips(buf) is None:  # checked once, then by the header
             return None
         got = layout.read(buf)

@@ -37,9 +37,16 @@ def geotiff_bytes(
     opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
     with MemoryFile() as mem:
         with mem.open(
-            driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-            dtype="uint16", crs=crs, transform=transform, nodata=0, **opts,
-        ) as ds:  # fmt: skip
+            driver="GTiff",
+            width=array.shape[1],
+            height=array.shape[0],
+            count=1,
+            dtype="uint16",
+            crs=crs,
+            transform=transform,
+            nodata=0,
+            **opts,
+        ) as ds:
             ds.write(array, 1)
         return bytes(mem.read())
 
@@ -109,11 +116,16 @@ class BandWriter:
                     (n, n), "uint16", crs, res, compress=compress
                 )
             except TemplateError as exc:
-                log.warning("GeoTIFF template (%s m, %s) unavailable (%s); writing through "
-                            "rasterio", res, compress or "uncompressed", exc)  # fmt: skip
+                log.warning(
+                    "GeoTIFF template (%s m, %s) unavailable (%s); writing through rasterio",
+                    res,
+                    compress or "uncompressed",
+                    exc,
+                )
 
-    def _write(self, path: Path, arr: np.ndarray, res: int, compress: str | None, ulx: float,
-               uly: float) -> int:  # fmt: skip
+    def _write(
+        self, path: Path, arr: np.ndarray, res: int, compress: str | None, ulx: float, uly: float
+    ) -> int:
         template = self.templates.get((res, compress))
         if template is None:
             transform = Affine(res, 0.0, ulx, 0.0, -res, uly)

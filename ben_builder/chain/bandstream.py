@@ -41,8 +41,10 @@ class BandStream:
     ) -> None:
         self.writer, self.grid, self.folders, self.maps = writer, grid, folders, maps
         # writer i owns the patch rows y % writers == i, so its jobs for them run in order
-        self.pools = [ThreadPoolExecutor(1, thread_name_prefix=f"ben-band-writer-{i}")
-                      for i in range(max(1, writers))]  # fmt: skip
+        self.pools = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"ben-band-writer-{i}")
+            for i in range(max(1, writers))
+        ]
         rows = np.arange(grid.shape[0])[:, None] % len(self.pools)
         self.shares = [np.broadcast_to(rows == i, grid.shape) for i in range(len(self.pools))]
         self.futures: list[Future[None]] = []
@@ -52,8 +54,10 @@ class BandStream:
         rows_n, cols_n = grid.shape  # corners and path stems once, not at every file
         self.ulx = [grid.patch(x, 0).ulx_m for x in range(cols_n)]
         self.uly = [grid.patch(0, y).uly_m for y in range(rows_n)]
-        self.stems = {key: [(str(f), os.path.join(f, f"{prefix}_")) for f, prefix in targets]
-                      for key, targets in folders.items()}  # fmt: skip
+        self.stems = {
+            key: [(str(f), os.path.join(f, f"{prefix}_")) for f, prefix in targets]
+            for key, targets in folders.items()
+        }
 
     @property
     def busy_s(self) -> float:
@@ -72,8 +76,9 @@ class BandStream:
         new = patches & ~self.started
         self.started |= patches
         for i, (pool, share) in enumerate(zip(self.pools, self.shares, strict=True)):
-            self.futures.append(pool.submit(self._write, i, name, resolution_m, band,
-                                            patches & share, new & share))  # fmt: skip
+            self.futures.append(
+                pool.submit(self._write, i, name, resolution_m, band, patches & share, new & share)
+            )
 
     def submit_maps(self, codes: np.ndarray, patches: np.ndarray) -> None:
         """Write the 10 m reference map of every patch where ``patches`` is true (background)."""
@@ -91,8 +96,15 @@ class BandStream:
                 self.writer.write_refmap(path, blocks[p.y, p.x], p.ulx_m, p.uly_m)
         self.busy[i] += time.perf_counter() - t
 
-    def _write(self, i: int, name: str, resolution_m: int, band: np.ndarray,
-               patches: np.ndarray, new: np.ndarray) -> None:  # fmt: skip
+    def _write(
+        self,
+        i: int,
+        name: str,
+        resolution_m: int,
+        band: np.ndarray,
+        patches: np.ndarray,
+        new: np.ndarray,
+    ) -> None:
         t = time.perf_counter()
         blocks = self.grid.blocks(band, resolution_m)
         for y in np.flatnonzero(patches.any(axis=1)).tolist():

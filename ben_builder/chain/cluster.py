@@ -166,12 +166,20 @@ def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = N
     stagger = min(300, max(lifetime // 10, 1))
     logs = s.log_directory or (str(log_directory) if log_directory is not None else None)
     return SLURMCluster(
-        cores=s.cores, memory=s.memory, processes=s.processes, walltime=s.walltime,
-        queue=s.queue, account=s.account, job_name=s.job_name, interface=s.interface,
-        python=s.python, log_directory=logs,
+        cores=s.cores,
+        memory=s.memory,
+        processes=s.processes,
+        walltime=s.walltime,
+        queue=s.queue,
+        account=s.account,
+        job_name=s.job_name,
+        interface=s.interface,
+        python=s.python,
+        log_directory=logs,
         job_extra_directives=list(s.job_extra_directives),
         job_script_prologue=[
-            f"export DASK_LOGGING__DISTRIBUTED={s.worker_log_level}", *dask_env_exports(QUIET_DASK),
+            f"export DASK_LOGGING__DISTRIBUTED={s.worker_log_level}",
+            *dask_env_exports(QUIET_DASK),
             *(f"export {k}={v}" for k, v in worker_environ(plan_workers(settings, 1)[1]).items()),
             *s.job_script_prologue,
         ],
@@ -180,4 +188,4 @@ def make_slurm_cluster(settings: ClusterSettings, log_directory: Path | None = N
         worker_extra_args=["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
         + (["--nthreads", "1"] if s.cores > s.processes else []),
         scheduler_options={"dashboard_address": ":8787" if settings.dashboard else ":0"},
-    )  # fmt: skip
+    )

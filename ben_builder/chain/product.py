@@ -87,8 +87,11 @@ class Options:
 
     def output_options(self) -> dict[str, Any]:
         """The options that change what a product writes (part of its fingerprint)."""
-        return {"layout": self.layout, "v1_names": self.v1_names,
-                "screening": self.screening.model_dump()}  # fmt: skip
+        return {
+            "layout": self.layout,
+            "v1_names": self.v1_names,
+            "screening": self.screening.model_dump(),
+        }
 
     def run_inputs(self, out_root: Path) -> provenance.Inputs:
         """The shared inputs (given, or computed: CLC digest cached under ``out_root``)."""
@@ -139,9 +142,12 @@ def _masks(product: Product, spec: specs.ScreeningSpec) -> MaskSet:
     cloud = np.zeros((n, n), bool)
     if polys:
         cloud = rasterio.features.rasterize(
-            ((Polygon(ext, holes), 1) for ext, holes in polys), out_shape=(n, n),
-            transform=product.tile.transform(60), fill=0, dtype="uint8",
-        ).astype(bool)  # fmt: skip
+            ((Polygon(ext, holes), 1) for ext, holes in polys),
+            out_shape=(n, n),
+            transform=product.tile.transform(60),
+            fill=0,
+            dtype="uint8",
+        ).astype(bool)
     # MSK_CLOUDS_B00.gml carries no snow information
     return MaskSet(60, cloud, None)
 
@@ -200,9 +206,15 @@ def process_product(
             record = archive.part_path(out_root, product.stem).with_suffix(".verified.json")
             verification = _verified(Path(path), record)
     cut = _cut(product, options, out_root, stages, threads)
-    s = ProductSummary(product=product.name.name, tile_id=product.name.tile_id, level=product.level,
-                       product_info=product_info(product), verification=verification,
-                       fingerprint=fingerprint, inputs=asdict(inputs))  # fmt: skip
+    s = ProductSummary(
+        product=product.name.name,
+        tile_id=product.name.tile_id,
+        level=product.level,
+        product_info=product_info(product),
+        verification=verification,
+        fingerprint=fingerprint,
+        inputs=asdict(inputs),
+    )
     if cut.codes is not None and not np.any(cut.codes != int(specs.clc().no_polygon_code)):
         s.warnings.append(
             f"no CLC polygon covers tile {product.name.tile_id} in {options.clc_path}; every "
@@ -311,8 +323,10 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
     stream: BandStream | None = None
 
     def start_decoding() -> dict[Future[np.ndarray], specs.Band]:
-        return {decoders.submit(_decode_band, product, b.name, b.resolution_m,
-                                per_band): b for b in order}  # fmt: skip
+        return {
+            decoders.submit(_decode_band, product, b.name, b.resolution_m, per_band): b
+            for b in order
+        }
 
     try:
         # with cores to spare, bands decode while the labels and masks are made; on one core
@@ -333,13 +347,16 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
         if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
             wanted &= _in_table(grid, table_names)
         if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
-            writer = BandWriter(CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m,
-                                band_spec.patch_size_m)  # fmt: skip
-            folders, maps = _patch_folders(product, grid, wanted, options, table_names, out_root,
-                                           with_maps=codes is not None)  # fmt: skip
+            writer = BandWriter(
+                CRS.from_epsg(product.tile.epsg), band_spec.resolutions_m, band_spec.patch_size_m
+            )
+            folders, maps = _patch_folders(
+                product, grid, wanted, options, table_names, out_root, with_maps=codes is not None
+            )
             stream = BandStream(writer, grid, folders, maps, writers=threads)
-        bands, nodata = _decode(of or start_decoding(), order, grid, stream, codes, wanted,
-                                options.screening, stages)  # fmt: skip
+        bands, nodata = _decode(
+            of or start_decoding(), order, grid, stream, codes, wanted, options.screening, stages
+        )
         with stages("screen"):
             scr = screen(grid, nodata, masks, options.screening)
         with stages("write"):
@@ -379,8 +396,9 @@ def _decode(
             b, arr = of.pop(fut), fut.result()  # held here only: released once written
             del fut
         with stages("screen"):
-            nodata = np.maximum(nodata, nodata_fraction(grid, [(arr, b.resolution_m)],
-                                                        nodata_value))  # fmt: skip
+            nodata = np.maximum(
+                nodata, nodata_fraction(grid, [(arr, b.resolution_m)], nodata_value)
+            )
         if stream is None:
             bands[b.name] = arr
         else:  # written in the background while other bands decode
@@ -565,13 +583,22 @@ class _ExtraFiles:
             files += self.n_bands  # by the band stream
             s2v1 = str(row["s2v1_name"])
             labels43 = cast(list[str], row["labels43"])
-            meta = v1_metadata(labels43, p.bounds_m, self.crs, self.product.name.name,
-                               self.acq_date)  # fmt: skip
+            meta = v1_metadata(
+                labels43, p.bounds_m, self.crs, self.product.name.name, self.acq_date
+            )
             write_json(self.out_root / archive.V1_DIR / s2v1 / f"{s2v1}_labels_metadata.json", meta)
         return files
 
 
 _PART_COLUMNS = [
-    *archive.METADATA_COLUMNS, "flagged", "labels43", "product", "tile_id", "x", "y", "epsg",
-    "ulx_m", "uly_m",
-]  # fmt: skip
+    *archive.METADATA_COLUMNS,
+    "flagged",
+    "labels43",
+    "product",
+    "tile_id",
+    "x",
+    "y",
+    "epsg",
+    "ulx_m",
+    "uly_m",
+]

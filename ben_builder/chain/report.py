@@ -25,14 +25,28 @@ from ben_builder.files import write_bytes
 from ben_builder.patches.screen import COUNT_KEYS
 
 REPORT_DIR = "report"
-PACKAGES = ("numpy", "rasterio", "pyproj", "shapely", "geopandas", "pyogrio", "pyarrow", "pandas",
-            "dask", "distributed", "pydantic")  # fmt: skip
+PACKAGES = (
+    "numpy",
+    "rasterio",
+    "pyproj",
+    "shapely",
+    "geopandas",
+    "pyogrio",
+    "pyarrow",
+    "pandas",
+    "dask",
+    "distributed",
+    "pydantic",
+)
 
 
 def versions() -> dict[str, str]:
     """Versions of ben_builder, Python, GDAL and the main libraries."""
-    out = {"ben_builder": __version__, "python": platform.python_version(),
-           "gdal": rasterio.__gdal_version__}  # fmt: skip
+    out = {
+        "ben_builder": __version__,
+        "python": platform.python_version(),
+        "gdal": rasterio.__gdal_version__,
+    }
     for pkg in PACKAGES:
         try:
             out[pkg] = importlib.metadata.version(pkg)
@@ -51,8 +65,9 @@ def _label_plot(meta: pd.DataFrame, path: Path) -> None:
     counts = Counter(label for labels in meta["labels"] for label in labels)
     fig, ax = plt.subplots(figsize=(9, 6))
     ax.barh(range(len(names)), [counts.get(n, 0) for n in names], color="#4c72b0")
-    ax.set_yticks(range(len(names)), [n if len(n) < 48 else n[:45] + "..." for n in names],
-                  fontsize=8)  # fmt: skip
+    ax.set_yticks(
+        range(len(names)), [n if len(n) < 48 else n[:45] + "..." for n in names], fontsize=8
+    )
     ax.invert_yaxis()
     ax.set_xlabel("patches")
     ax.set_title("Label distribution (19 classes, recommended patches)")
@@ -88,8 +103,9 @@ def _quicklook(root: Path, parts: pd.DataFrame, n: int, path: Path) -> int:
         ax.axis("off")
     for ax, row in zip(axes.ravel(), sample.itertuples(), strict=False):
         ax.imshow(_rgb(root, row))
-        flags = ("C" if row.contains_cloud_or_shadow else "") + ("S" if row.contains_seasonal_snow
-                                                                 else "")  # fmt: skip
+        flags = ("C" if row.contains_cloud_or_shadow else "") + (
+            "S" if row.contains_seasonal_snow else ""
+        )
         labels: list[str] = list(getattr(row, "labels"))  # noqa: B009 (itertuples row)
         text = "\n".join(lbl[:22] for lbl in labels[:3])
         ax.set_title(f"{row.x},{row.y} {flags}\n{text}", fontsize=6)
@@ -134,9 +150,14 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
     totals = {k: sum(int(r.summary.get(k, 0)) for r in ok if r.summary) for k in COUNT_KEYS}
     _label_plot(meta, folder / "label_distribution.png")
     shown = _quicklook(root, read_parts(root), config.report_samples, folder / "quicklook.png")
-    md = [f"# Run report: {config.name}", "", f"Archive: `{root}`  ",
-          f"Wall time: {result.seconds:.1f} s; products: {len(result.results)} "
-          f"({len(result.failures)} failed)", ""]  # fmt: skip
+    md = [
+        f"# Run report: {config.name}",
+        "",
+        f"Archive: `{root}`  ",
+        f"Wall time: {result.seconds:.1f} s; products: {len(result.results)} "
+        f"({len(result.failures)} failed)",
+        "",
+    ]
     md += _counts(result, ok, totals, meta, flagged)
     md += ["## Label distribution", "", "![labels](label_distribution.png)", ""]
     if shown:
@@ -179,17 +200,46 @@ def _counts(
     """The report's counts: per stage, per tile, and flagged patches per reason."""
     split_counts = meta["split"].value_counts().to_dict() if len(meta) else {}
     md = ["## Counts", "", _table([[k, v] for k, v in totals.items()], ["stage", "patches"]), ""]
-    md += [f"metadata.parquet: {result.counts.get('metadata', 0)} patches "
-           f"(split: {split_counts}); flagged-patches parquet: {result.counts.get('flagged', 0)}",
-           ""]  # fmt: skip
-    md += ["## Per tile", "", _table(
-        [[r.product, *(r.summary.get(k, 0) for k in COUNT_KEYS),
-          "yes" if r.summary.get("skipped") else ""] for r in ok if r.summary],
-        ["product", *COUNT_KEYS, "resumed"]), ""]  # fmt: skip
-    md += ["## Flagged patches per reason", "", _table([
-        ["cloud or shadow", int(flagged["contains_cloud_or_shadow"].sum()) if len(flagged) else 0],
-        ["seasonal snow", int(flagged["contains_seasonal_snow"].sum()) if len(flagged) else 0],
-    ], ["reason", "patches"]), ""]  # fmt: skip
+    md += [
+        f"metadata.parquet: {result.counts.get('metadata', 0)} patches "
+        f"(split: {split_counts}); flagged-patches parquet: {result.counts.get('flagged', 0)}",
+        "",
+    ]
+    md += [
+        "## Per tile",
+        "",
+        _table(
+            [
+                [
+                    r.product,
+                    *(r.summary.get(k, 0) for k in COUNT_KEYS),
+                    "yes" if r.summary.get("skipped") else "",
+                ]
+                for r in ok
+                if r.summary
+            ],
+            ["product", *COUNT_KEYS, "resumed"],
+        ),
+        "",
+    ]
+    md += [
+        "## Flagged patches per reason",
+        "",
+        _table(
+            [
+                [
+                    "cloud or shadow",
+                    int(flagged["contains_cloud_or_shadow"].sum()) if len(flagged) else 0,
+                ],
+                [
+                    "seasonal snow",
+                    int(flagged["contains_seasonal_snow"].sum()) if len(flagged) else 0,
+                ],
+            ],
+            ["reason", "patches"],
+        ),
+        "",
+    ]
     return md
 
 
@@ -211,17 +261,46 @@ def _products(result: RunResult, ok: list[TaskResult]) -> list[str]:
     """Failures, the products as read, skipped duplicates and warnings."""
     md: list[str] = []
     if result.failures:
-        md += ["## Failures", "", _table([[r.product, r.stage, (r.error or "").replace("|", "/")]
-                                          for r in result.failures], ["product", "stage", "error"]),
-               "", "Tracebacks are in run.json.", ""]  # fmt: skip
-    md += ["## Products (as read; offsets applied to reach the pre-04.00 DN convention)", "",
-           _table([[r.product, (i := r.summary.get("product_info", {})).get("level"),
-                    i.get("processing_baseline"), i.get("quantification_value"),
-                    _offsets(i.get("radiometric_offset", {})), i.get("image_format"),
-                    _verified(r.summary.get("verification"))]
-                   for r in ok if r.summary],
-                  ["product", "level", "baseline", "quantification", "offsets applied",
-                   "format", "manifest check"]), ""]  # fmt: skip
+        md += [
+            "## Failures",
+            "",
+            _table(
+                [[r.product, r.stage, (r.error or "").replace("|", "/")] for r in result.failures],
+                ["product", "stage", "error"],
+            ),
+            "",
+            "Tracebacks are in run.json.",
+            "",
+        ]
+    md += [
+        "## Products (as read; offsets applied to reach the pre-04.00 DN convention)",
+        "",
+        _table(
+            [
+                [
+                    r.product,
+                    (i := r.summary.get("product_info", {})).get("level"),
+                    i.get("processing_baseline"),
+                    i.get("quantification_value"),
+                    _offsets(i.get("radiometric_offset", {})),
+                    i.get("image_format"),
+                    _verified(r.summary.get("verification")),
+                ]
+                for r in ok
+                if r.summary
+            ],
+            [
+                "product",
+                "level",
+                "baseline",
+                "quantification",
+                "offsets applied",
+                "format",
+                "manifest check",
+            ],
+        ),
+        "",
+    ]
     if result.skipped:
         rows = [[d.path.name, d.reason] for d in result.skipped]
         md += ["## Skipped duplicates", "", _table(rows, ["product", "reason"]), ""]
@@ -232,8 +311,10 @@ def _products(result: RunResult, ok: list[TaskResult]) -> list[str]:
 
 def _inputs(ok: list[TaskResult], clc: Path | None) -> list[str]:
     """The SHA-256 of every input: products, the CLC file and ``data_specs/``."""
-    shared = next((r.summary.get("inputs") for r in ok if r.summary and r.summary.get("inputs")),
-                  None) or {}  # fmt: skip
+    shared = (
+        next((r.summary.get("inputs") for r in ok if r.summary and r.summary.get("inputs")), None)
+        or {}
+    )
     rows = [[r.product, r.sha256 or ""] for r in ok]
     if clc is not None:
         rows.append([f"CLC `{clc}`", shared.get("clc_sha256", "")])

@@ -48,8 +48,12 @@ class RunResult:
     def warnings(self) -> list[str]:
         """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
         out = list(self.notes)
-        out += [f"{r.product}: {w}" for r in self.results if r.summary
-                for w in r.summary.get("warnings", [])]  # fmt: skip
+        out += [
+            f"{r.product}: {w}"
+            for r in self.results
+            if r.summary
+            for w in r.summary.get("warnings", [])
+        ]
         if not self.failures and self.produced_nothing:
             out.append("the run produced no patch at all")
         return out

@@ -207,8 +207,9 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         log.info("%d local workers, %d decoding threads per product", workers, threads)
     with dask_client(config.cluster, out / "report" / "workers", workers, threads) as client:
         watch = _job_watch(client, config)
-        products, l2a_failures = make_l2a(client, work.products, config.sen2cor, work.rules,
-                                          progress)  # fmt: skip
+        products, l2a_failures = make_l2a(
+            client, work.products, config.sen2cor, work.rules, progress
+        )
         result.results.extend(l2a_failures)
         pin = (
             config.cluster.kind == "local"
@@ -217,11 +218,18 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         )
         futures = {
             client.submit(
-                product_task, str(p), str(out), work.options, True, pin, threads,
-                key=task_key(p), pure=False,
+                product_task,
+                str(p),
+                str(out),
+                work.options,
+                True,
+                pin,
+                threads,
+                key=task_key(p),
+                pure=False,
             ): p.name
             for p in products
-        }  # fmt: skip
+        }
         _collect(futures, result, watch, fail_fast, config.name, progress)
     result.results.sort(key=lambda r: r.product)
     try:
@@ -262,8 +270,9 @@ def _collect(
     patches = 0
     finished: set[str] = set()
     stop: tuple[str, str] | None = None
-    with tqdm(total=len(futures), unit="product", desc=name,
-              disable=None if progress else True) as bar:  # fmt: skip
+    with tqdm(
+        total=len(futures), unit="product", desc=name, disable=None if progress else True
+    ) as bar:
         pending = set(futures)
         while pending and stop is None:
             try:
@@ -279,8 +288,10 @@ def _collect(
                 bar.update()
                 log.info("%s", result_line(r))
                 if not r.ok and fail_fast:
-                    stop = ("cancelled", "not processed: the run stopped at the first "
-                            "failure (--fail-fast)")  # fmt: skip
+                    stop = (
+                        "cancelled",
+                        "not processed: the run stopped at the first failure (--fail-fast)",
+                    )
             jobs = None
             if watch is not None:
                 try:
@@ -288,8 +299,9 @@ def _collect(
                 except ClusterError as exc:
                     log.error("%s", exc)
                     stop = ("cluster", f"not processed: {exc}")
-            bar.set_postfix(patches=patches, failed=len(result.failures),
-                            **({"jobs": jobs} if jobs else {}))  # fmt: skip
+            bar.set_postfix(
+                patches=patches, failed=len(result.failures), **({"jobs": jobs} if jobs else {})
+            )
     if stop is not None:
         for f in futures:
             f.cancel()

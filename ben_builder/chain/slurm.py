@@ -20,10 +20,18 @@ from ben_builder.errors import ClusterError
 log = logging.getLogger(__name__)
 
 #: Job states that mean the job is gone without having finished its work.
-LOST_STATES = frozenset({
-    "CANCELLED", "TIMEOUT", "FAILED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-    "OUT_OF_MEMORY",
-})  # fmt: skip
+LOST_STATES = frozenset(
+    {
+        "CANCELLED",
+        "TIMEOUT",
+        "FAILED",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
+)
 
 
 def job_states(job_ids: list[str]) -> dict[str, str]:
@@ -33,8 +41,11 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     try:
         done = subprocess.run(
             ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("squeue failed: %s", exc)
         return {}
@@ -56,8 +67,11 @@ class JobWatch:
         self.lost: list[str] = []
 
     def _job_ids(self) -> list[str]:
-        ids = {str(j.job_id) for j in getattr(self.cluster, "workers", {}).values()
-               if getattr(j, "job_id", None)}  # fmt: skip
+        ids = {
+            str(j.job_id)
+            for j in getattr(self.cluster, "workers", {}).values()
+            if getattr(j, "job_id", None)
+        }
         return sorted(ids | set(self.states), key=lambda i: (len(i), i))
 
     def poll(self) -> str:
@@ -83,8 +97,12 @@ class JobWatch:
                 self.lost.append(job_id)
                 log.warning(
                     "SLURM job %s lost (%s); a replacement job is submitted (%d lost so far, "
-                    "at most %d)", job_id, state, len(self.lost), self.max_lost,
-                )  # fmt: skip
+                    "at most %d)",
+                    job_id,
+                    state,
+                    len(self.lost),
+                    self.max_lost,
+                )
             else:
                 log.info("SLURM job %s %s", job_id, state)
         if len(self.lost) > self.max_lost:

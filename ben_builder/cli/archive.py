@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
     help="BigEarthNet-S1 folder: also encode each patch's s1_name (VV, VH).",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=None,
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
     help="Reading processes (default 1); the output does not depend on it.",
-)  # fmt: skip
+)
 @friendly
 def encode(archive_root: Path, out: Path, s1_root: Path | None, workers: int | None) -> None:
     """Encode a BigEarthNet-v2-layout archive (ours or the official one) in rico-hdl's layout.
@@ -83,8 +85,11 @@ def compare(archive_root: Path, reference: Path, report_path: Path | None, every
     path = report_path or archive_root / "report" / "compare.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report_markdown(c))
-    differing = [f"{k} ({a.differ:,} of {a.compared:,})"
-                 for k, a in {**c.columns, **c.files}.items() if a.differ]  # fmt: skip
+    differing = [
+        f"{k} ({a.differ:,} of {a.compared:,})"
+        for k, a in {**c.columns, **c.files}.items()
+        if a.differ
+    ]
     click.echo(
         f"{'identical' if c.identical else 'DIFFERENT'}: {c.patches_built:,} vs "
         f"{c.patches_reference:,} patches, {len(c.only_built):,} only built, "

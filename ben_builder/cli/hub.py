@@ -18,22 +18,31 @@ log = logging.getLogger(__name__)
 
 def _hub_options(fn: F) -> F:
     opts = [
-        click.option("--backend", type=click.Choice(["cdse", "dhus"]), default="cdse",
-                     show_default=True, help="Copernicus Data Space, or a DHuS hub."),
+        click.option(
+            "--backend",
+            type=click.Choice(["cdse", "dhus"]),
+            default="cdse",
+            show_default=True,
+            help="Copernicus Data Space, or a DHuS hub.",
+        ),
         click.option("--api-url", help="DHuS base URL, e.g. https://<mirror>/dhus/."),
         click.option("--catalogue-url", default=CdseEndpoints.catalogue, show_default=True),
         click.option("--download-url", default=CdseEndpoints.download, show_default=True),
         click.option("--token-url", default=CdseEndpoints.token, show_default=True),
-    ]  # fmt: skip
+    ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def _settings(backend: str, api_url: str | None, catalogue_url: str, download_url: str,
-              token_url: str) -> HubSettings:  # fmt: skip
-    return HubSettings(backend=backend, api_url=api_url,
-                       endpoints=CdseEndpoints(catalogue_url, download_url, token_url))  # fmt: skip
+def _settings(
+    backend: str, api_url: str | None, catalogue_url: str, download_url: str, token_url: str
+) -> HubSettings:
+    return HubSettings(
+        backend=backend,
+        api_url=api_url,
+        endpoints=CdseEndpoints(catalogue_url, download_url, token_url),
+    )
 
 
 @click.command()
@@ -54,10 +63,22 @@ def _settings(backend: str, api_url: str | None, catalogue_url: str, download_ur
     "--out", type=click.Path(path_type=Path), required=True, help="Manifest to write (JSON lines)."
 )
 @friendly
-def search(backend: str, api_url: str | None, catalogue_url: str, download_url: str,
-           token_url: str, tiles: tuple[str, ...], bbox: tuple[float, ...] | None,
-           geojson: Path | None, start: Any, end: Any, level: str, max_cloud: float | None,
-           names: Path | None, out: Path) -> None:  # fmt: skip
+def search(
+    backend: str,
+    api_url: str | None,
+    catalogue_url: str,
+    download_url: str,
+    token_url: str,
+    tiles: tuple[str, ...],
+    bbox: tuple[float, ...] | None,
+    geojson: Path | None,
+    start: Any,
+    end: Any,
+    level: str,
+    max_cloud: float | None,
+    names: Path | None,
+    out: Path,
+) -> None:
     """Search a hub and write a product manifest (id, name, size, checksums, footprint, online)."""
     from ben_builder.sources.hub.manifest import write_manifest
     from ben_builder.sources.hub.query import Query, area_from_bbox, area_from_geojson
@@ -66,11 +87,19 @@ def search(backend: str, api_url: str | None, catalogue_url: str, download_url: 
     if bbox:
         area = area_from_bbox((bbox[0], bbox[1], bbox[2], bbox[3]))
     wanted = tuple(x.strip() for x in names.read_text().splitlines() if x.strip()) if names else ()
-    query = Query(level=level, start=start.date() if start else None,
-                  end=end.date() if end else None, area_wkt=area, tiles=tiles,
-                  max_cloud=max_cloud, names=wanted)  # fmt: skip
-    hub = make_backend(_settings(backend, api_url, catalogue_url, download_url, token_url),
-                       need_credentials=backend != "cdse")  # fmt: skip
+    query = Query(
+        level=level,
+        start=start.date() if start else None,
+        end=end.date() if end else None,
+        area_wkt=area,
+        tiles=tiles,
+        max_cloud=max_cloud,
+        names=wanted,
+    )
+    hub = make_backend(
+        _settings(backend, api_url, catalogue_url, download_url, token_url),
+        need_credentials=backend != "cdse",
+    )
     items = hub.search(query)
     write_manifest(out, items)
     size = sum(i.size or 0 for i in items) / 1e9
@@ -104,17 +133,27 @@ def search(backend: str, api_url: str | None, catalogue_url: str, download_url: 
     help="Seconds between those rounds.",
 )
 @friendly
-def download(manifest: Path, backend: str, api_url: str | None, catalogue_url: str,
-             download_url: str, token_url: str, out: Path, max_concurrent: int,
-             offline_rounds: int, offline_wait: float) -> None:  # fmt: skip
+def download(
+    manifest: Path,
+    backend: str,
+    api_url: str | None,
+    catalogue_url: str,
+    download_url: str,
+    token_url: str,
+    out: Path,
+    max_concurrent: int,
+    offline_rounds: int,
+    offline_wait: float,
+) -> None:
     """Download the products of a MANIFEST, resuming and verifying each (MD5, BLAKE3)."""
     from ben_builder.sources.hub.manifest import read_manifest
     from ben_builder.sources.hub.transfer import TransferPolicy, download_all
 
     items = read_manifest(manifest)
     hub = make_backend(_settings(backend, api_url, catalogue_url, download_url, token_url))
-    policy = TransferPolicy(max_concurrent=max_concurrent, offline_rounds=offline_rounds,
-                            offline_wait_s=offline_wait)  # fmt: skip
+    policy = TransferPolicy(
+        max_concurrent=max_concurrent, offline_rounds=offline_rounds, offline_wait_s=offline_wait
+    )
     total = sum(i.size or 0 for i in items)
     with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as bar:
         results = download_all(items, out, hub, policy, on_bytes=bar.update)

@@ -70,11 +70,20 @@ def train(config: Path) -> None:
     type=click.Choice(["official", "alphabetical"]),
     help="Order of a foreign model's outputs (configilm-trained models: alphabetical).",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the tables (default: next to the checkpoint).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the tables (default: next to the checkpoint).",
+)
 @friendly
-def evaluate(checkpoint: Path, split: str, encoded: Path | None, bands: str | None,
-             class_order: str | None, out: Path | None) -> None:  # fmt: skip
+def evaluate(
+    checkpoint: Path,
+    split: str,
+    encoded: Path | None,
+    bands: str | None,
+    class_order: str | None,
+    out: Path | None,
+) -> None:
     """Evaluate a checkpoint: results table, per-class table (and training curve) next to it.
 
     CHECKPOINT is a best.pt/last.pt from `ben-builder train`, or a model trained elsewhere: a
@@ -86,8 +95,9 @@ def evaluate(checkpoint: Path, split: str, encoded: Path | None, bands: str | No
 
     band_list = tuple(b.strip() for b in bands.split(",")) if bands else None
 
-    results = run_eval(checkpoint, split, out=out, encoded=encoded, bands=band_list,
-                       class_order=class_order)  # fmt: skip
+    results = run_eval(
+        checkpoint, split, out=out, encoded=encoded, bands=band_list, class_order=class_order
+    )
     for k, v in results["model"].items():
         click.echo(f"{k:28s} {v:.4f}  (baseline {results['baseline_train_frequencies'][k]:.4f})")
 

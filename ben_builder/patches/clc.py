@@ -75,18 +75,27 @@ def _tile_bbox(tile: TileGeometry, spec: ClcSpec) -> tuple[float, float, float, 
     to_file = Transformer.from_crs(tile.epsg, CRS.from_user_input(spec.source.crs), always_xy=True)
     return tuple(  # type: ignore[return-value]
         to_file.transform_bounds(
-            tile.ulx_m, tile.uly_m - tile.size_m, tile.ulx_m + tile.size_m, tile.uly_m,
+            tile.ulx_m,
+            tile.uly_m - tile.size_m,
+            tile.ulx_m + tile.size_m,
+            tile.uly_m,
             densify_pts=21,
         )
-    )  # fmt: skip
+    )
 
 
 def clc_covers(path: Path, tile: TileGeometry, spec: ClcSpec) -> bool:
     """Whether any CLC polygon's bounding box meets the tile (a quick check before work)."""
     layer, field = check_clc(path, spec)
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, columns=[field], read_geometry=False,
-                                       bbox=_tile_bbox(tile, spec), max_features=1)  # fmt: skip
+        frame = pyogrio.read_dataframe(
+            path,
+            layer=layer,
+            columns=[field],
+            read_geometry=False,
+            bbox=_tile_bbox(tile, spec),
+            max_features=1,
+        )
     except (DataSourceError, DataLayerError) as exc:
         raise ClcError(f"{path}: cannot read polygons: {exc}") from exc
     return len(frame) > 0
@@ -154,9 +163,11 @@ def rasterize_codes(
         out[r0:r1] = rasterio.features.rasterize(
             zip(geojson_shapes(clipped[keep]), codes[idx][keep], strict=True),
             out_shape=(r1 - r0, n),
-            transform=rasterio.Affine(10, 0, xmin, 0, -10, ymax), fill=no_polygon,
-            all_touched=False, dtype="uint16",
-        )  # fmt: skip
+            transform=rasterio.Affine(10, 0, xmin, 0, -10, ymax),
+            fill=no_polygon,
+            all_touched=False,
+            dtype="uint16",
+        )
     return out
 
 
@@ -187,6 +198,9 @@ def geojson_shapes(geoms: np.ndarray) -> list[object]:
         part_ends = offsets[2].tolist()
         parts = [polys[a:b] for a, b in zip(part_ends[:-1], part_ends[1:], strict=True)]
     for k, t, part in zip(polygonal.tolist(), types[polygonal].tolist(), parts, strict=True):
-        out[k] = ({"type": "Polygon", "coordinates": part[0]} if t == shapely.GeometryType.POLYGON
-                  else {"type": "MultiPolygon", "coordinates": part})  # fmt: skip
+        out[k] = (
+            {"type": "Polygon", "coordinates": part[0]}
+            if t == shapely.GeometryType.POLYGON
+            else {"type": "MultiPolygon", "coordinates": part}
+        )
     return out

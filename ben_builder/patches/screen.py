@@ -92,8 +92,9 @@ def masks_from_classi(classi: np.ndarray) -> MaskSet:
     """Masks from L1C ``MSK_CLASSI_B00`` (60 m; bands opaque cloud, cirrus, snow)."""
     if classi.ndim != 3 or classi.shape[0] < 3:
         raise ValueError(f"MSK_CLASSI must have 3 bands, got shape {classi.shape}")
-    return MaskSet(resolution_m=60, cloud_or_shadow=(classi[0] > 0) | (classi[1] > 0),
-                   snow=classi[2] > 0)  # fmt: skip
+    return MaskSet(
+        resolution_m=60, cloud_or_shadow=(classi[0] > 0) | (classi[1] > 0), snow=classi[2] > 0
+    )
 
 
 def _fraction(grid: PatchGrid, mask: np.ndarray | None, res: int) -> np.ndarray:
@@ -120,8 +121,15 @@ def screen(
 
 
 #: Per-tile counts, in the order summaries and reports show them.
-COUNT_KEYS = ("candidates", "dropped_nodata", "dropped_unlabeled", "dropped_not_in_v1",
-              "flagged_cloud_or_shadow", "flagged_snow", "kept")  # fmt: skip
+COUNT_KEYS = (
+    "candidates",
+    "dropped_nodata",
+    "dropped_unlabeled",
+    "dropped_not_in_v1",
+    "flagged_cloud_or_shadow",
+    "flagged_snow",
+    "kept",
+)
 
 
 def summary(counts: Mapping[str, int]) -> str:

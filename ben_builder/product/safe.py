@@ -41,9 +41,20 @@ from ben_builder.product.source import ProductSource, find_all, parse_xml
 log = logging.getLogger(__name__)
 
 BAND_INDEX = {
-    "B01": 0, "B02": 1, "B03": 2, "B04": 3, "B05": 4, "B06": 5, "B07": 6, "B08": 7,
-    "B8A": 8, "B09": 9, "B10": 10, "B11": 11, "B12": 12,
-}  # fmt: skip
+    "B01": 0,
+    "B02": 1,
+    "B03": 2,
+    "B04": 3,
+    "B05": 4,
+    "B06": 5,
+    "B07": 6,
+    "B08": 7,
+    "B8A": 8,
+    "B09": 9,
+    "B10": 10,
+    "B11": 11,
+    "B12": 12,
+}
 OFFSET_BASELINE = (4, 0)
 SCL_RESOLUTION_M = 20
 IMAGE_FORMATS = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}  # Granule/@imageFormat -> file extension

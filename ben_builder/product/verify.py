@@ -179,8 +179,9 @@ def verify_product(path: str | Path) -> Verification:
             log.warning(
                 "%s: %s does not describe this product (no declared size matches a file: a "
                 "placeholder manifest, as in products made by Esri); only zip CRCs are checked",
-                src.path.name, MANIFEST,
-            )  # fmt: skip
+                src.path.name,
+                MANIFEST,
+            )
             entries = []
         checked, nbytes, absent, algos = 0, 0, [], set()
         for e in entries:
@@ -211,13 +212,22 @@ def verify_product(path: str | Path) -> Verification:
                 _hash_stream(src, info.filename.split("/", 1)[1], None)  # read through: CRC
                 crc += 1
         if absent:
-            log.info("%s: %d files listed in %s are absent (e.g. %s)", src.path.name,
-                     len(absent), MANIFEST, absent[0])  # fmt: skip
+            log.info(
+                "%s: %d files listed in %s are absent (e.g. %s)",
+                src.path.name,
+                len(absent),
+                MANIFEST,
+                absent[0],
+            )
         return Verification(
-            product=src.path.name, manifest=bool(entries), files_checked=checked,
-            bytes_checked=nbytes, crc_checked=crc, algorithms=tuple(sorted(algos)),
+            product=src.path.name,
+            manifest=bool(entries),
+            files_checked=checked,
+            bytes_checked=nbytes,
+            crc_checked=crc,
+            algorithms=tuple(sorted(algos)),
             absent=tuple(absent),
-        )  # fmt: skip
+        )
     finally:
         src.close()
 

@@ -110,10 +110,14 @@ def filter_by_list(
             by_key.setdefault(k, []).append(p)
     kept = sorted({p for k in keys if k is not None and k in by_key for p in by_key[k]})
     missing = [
-        Unavailable(product=w.removesuffix(".SAFE"), stage="discover",
-                   error=f"listed in {product_list.csv.name} but not in {folder}")
-        for w, k in zip(wanted, keys, strict=True) if k not in by_key
-    ]  # fmt: skip
+        Unavailable(
+            product=w.removesuffix(".SAFE"),
+            stage="discover",
+            error=f"listed in {product_list.csv.name} but not in {folder}",
+        )
+        for w, k in zip(wanted, keys, strict=True)
+        if k not in by_key
+    ]
     return kept, missing
 
 

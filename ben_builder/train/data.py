@@ -67,8 +67,7 @@ _ENVS: dict[tuple[int, str], Any] = {}
 def _open_env(path: Path) -> Any:
     key = (os.getpid(), str(path))
     if key not in _ENVS:
-        _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
-                               meminit=False)  # fmt: skip
+        _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
     return _ENVS[key]
 
 
@@ -78,8 +77,14 @@ class EncodedPatches(Dataset[dict[str, Any]]):
     Each item: ``{"x10": (n10, 120, 120), "x20": ..., "x60": ..., "y": (classes,) float}``.
     """
 
-    def __init__(self, encoded: Path, split: str | None, classes: int,
-                 bands: tuple[str, ...], class_order: str = "official") -> None:  # fmt: skip
+    def __init__(
+        self,
+        encoded: Path,
+        split: str | None,
+        classes: int,
+        bands: tuple[str, ...],
+        class_order: str = "official",
+    ) -> None:
         self.path = Path(encoded) / DB
         meta = pd.read_parquet(Path(encoded) / archive.METADATA)
         if split is not None:
@@ -156,8 +161,9 @@ def band_stats(ds: EncodedPatches, samples: int, seed: int) -> BandStats:
 class DeviceTransform:
     """Normalise and (optionally) resample a batch on its device."""
 
-    def __init__(self, stats: BandStats, mode: str, device: torch.device,
-                 bands: tuple[str, ...]) -> None:  # fmt: skip
+    def __init__(
+        self, stats: BandStats, mode: str, device: torch.device, bands: tuple[str, ...]
+    ) -> None:
         self.mode = mode
         grouped = [b for names in band_groups(bands).values() for b in names]
         # from the loader's resolution groups to the declared band order
@@ -171,8 +177,11 @@ class DeviceTransform:
 
     def native(self, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Normalised float tensors per resolution, native sizes."""
-        return {r: (batch[f"x{r}"].float() - self.mean[r]) / self.std[r]
-                for r in RES_GROUPS if r in self.mean}  # fmt: skip
+        return {
+            r: (batch[f"x{r}"].float() - self.mean[r]) / self.std[r]
+            for r in RES_GROUPS
+            if r in self.mean
+        }
 
     def stacked(self, batch: dict[str, torch.Tensor], size: int = 120) -> torch.Tensor:
         """All bands resampled to ``size`` px, stacked in the declared band order."""

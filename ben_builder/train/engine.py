@@ -64,8 +64,9 @@ def build_model(cfg: TrainConfig, channels: dict[int, int]) -> nn.Module:
     return resnet50(sum(channels.values()), classes)
 
 
-def _forward(model: nn.Module, cfg: TrainConfig, tf: DeviceTransform,
-             batch: dict[str, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+def _forward(
+    model: nn.Module, cfg: TrainConfig, tf: DeviceTransform, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
     if cfg.model == "multibranch":
         return model(tf.native(batch))
     return model(tf.stacked(batch))
@@ -76,14 +77,26 @@ def _loader(ds: EncodedPatches, cfg: TrainConfig, shuffle: bool, seed: int) -> D
     g.manual_seed(seed)
     # spawned workers: LMDB refuses an environment inherited through fork
     ctx = "spawn" if cfg.num_workers > 0 else None
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, generator=g,
-                      num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.num_workers > 0, drop_last=False,
-                      multiprocessing_context=ctx)  # fmt: skip
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=False,
+        multiprocessing_context=ctx,
+    )
 
 
-def predict(model: nn.Module, cfg: TrainConfig, tf: DeviceTransform, loader: DataLoader[Any],
-            device: torch.device) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def predict(
+    model: nn.Module,
+    cfg: TrainConfig,
+    tf: DeviceTransform,
+    loader: DataLoader[Any],
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores and targets over a loader."""
     model.eval()
     scores, targets = [], []
@@ -154,9 +167,13 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
                 on_step(step, value)
         scores, targets = predict(model, cfg, tf, val_loader, device)
         val = all_metrics(targets, scores)
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                  "val_average_precision_macro": val["average_precision_macro"],
-                  "val_f1_macro": val["f1_macro"], "seconds": time.perf_counter() - t0}  # fmt: skip
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_average_precision_macro": val["average_precision_macro"],
+            "val_f1_macro": val["f1_macro"],
+            "seconds": time.perf_counter() - t0,
+        }
         state["history"].append(record)
         state["epoch"] = epoch + 1
         improved = val["average_precision_macro"] > state["best_ap"]
@@ -164,15 +181,26 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None)
             state["best_ap"], state["since_best"] = val["average_precision_macro"], 0
         else:
             state["since_best"] += 1
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                "stats": asdict(stats), "config": cfg.model_dump(mode="json"),
-                "channels": channels, "rng": torch.get_rng_state(), "bands": list(cfg.bands),
-                "classes": class_names(cfg.classes, cfg.class_order)}  # fmt: skip
+        ckpt = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "state": state,
+            "stats": asdict(stats),
+            "config": cfg.model_dump(mode="json"),
+            "channels": channels,
+            "rng": torch.get_rng_state(),
+            "bands": list(cfg.bands),
+            "classes": class_names(cfg.classes, cfg.class_order),
+        }
         if improved:
             _atomic_save(ckpt, out / BEST)
         _atomic_save(ckpt, out / LAST)
-        log.info("epoch %d: loss %.4f, val macro AP %.4f", epoch + 1, record["train_loss"],
-                 record["val_average_precision_macro"])  # fmt: skip
+        log.info(
+            "epoch %d: loss %.4f, val macro AP %.4f",
+            epoch + 1,
+            record["train_loss"],
+            record["val_average_precision_macro"],
+        )
     (out / "history.json").write_text(json.dumps(state["history"], indent=2))
     return state
 
@@ -192,9 +220,13 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_for_eval(
-    checkpoint: Path, device: torch.device, encoded: Path | None, bands: tuple[str, ...] | None,
-    class_order: str | None, norm_samples: int,
-) -> tuple[TrainConfig, nn.Module, BandStats | None, list[dict[str, float]]]:  # fmt: skip
+    checkpoint: Path,
+    device: torch.device,
+    encoded: Path | None,
+    bands: tuple[str, ...] | None,
+    class_order: str | None,
+    norm_samples: int,
+) -> tuple[TrainConfig, nn.Module, BandStats | None, list[dict[str, float]]]:
     """Configuration, model, band statistics and history of a checkpoint, ours or foreign.
 
     A foreign model's statistics are None: the caller computes them from the train split.
@@ -217,8 +249,10 @@ def _load_for_eval(
         channels = {int(k): v for k, v in ckpt["channels"].items()}
         model = build_model(cfg, channels)
         model.load_state_dict(ckpt["model"])
-        stats = BandStats({int(k): v for k, v in ckpt["stats"]["mean"].items()},
-                          {int(k): v for k, v in ckpt["stats"]["std"].items()})  # fmt: skip
+        stats = BandStats(
+            {int(k): v for k, v in ckpt["stats"]["mean"].items()},
+            {int(k): v for k, v in ckpt["stats"]["std"].items()},
+        )
         return cfg, model, stats, ckpt["state"]["history"]
     if encoded is None or bands is None:
         raise ModelError(
@@ -232,10 +266,17 @@ def _load_for_eval(
             f"{checkpoint}: the model takes {n_in} bands and gives {n_out} classes; "
             f"--bands names {len(bands)} (19 or 43 classes are supported)"
         )
-    cfg = TrainConfig(name=checkpoint.stem, encoded=encoded, output=checkpoint.parent,
-                      model="resnet50", classes=n_out, bands=tuple(bands),
-                      class_order=class_order or "official", norm_samples=norm_samples,
-                      num_workers=0)  # fmt: skip
+    cfg = TrainConfig(
+        name=checkpoint.stem,
+        encoded=encoded,
+        output=checkpoint.parent,
+        model="resnet50",
+        classes=n_out,
+        bands=tuple(bands),
+        class_order=class_order or "official",
+        norm_samples=norm_samples,
+        num_workers=0,
+    )
     model = resnet50(n_in, n_out)
     model.load_state_dict(state)
     return cfg, model, None, []
@@ -266,8 +307,9 @@ def evaluate(
             per band with the train split's statistics, as in training here).
     """
     device = pick_device("auto")
-    cfg, model, stats, history = _load_for_eval(checkpoint, device, encoded, bands, class_order,
-                                                norm_samples)  # fmt: skip
+    cfg, model, stats, history = _load_for_eval(
+        checkpoint, device, encoded, bands, class_order, norm_samples
+    )
     out = out or checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device)
@@ -280,8 +322,10 @@ def evaluate(
     ds = EncodedPatches(cfg.encoded, split, cfg.classes, cfg.bands, cfg.class_order)
     scores, targets = predict(model, cfg, tf, _loader(ds, cfg, False, cfg.seed), device)
     prior = np.broadcast_to(train_ds.targets.mean(axis=0), targets.shape)
-    results = {"model": all_metrics(targets, scores),
-               "baseline_train_frequencies": all_metrics(targets, prior)}  # fmt: skip
+    results = {
+        "model": all_metrics(targets, scores),
+        "baseline_train_frequencies": all_metrics(targets, prior),
+    }
     names = class_names(cfg.classes, cfg.class_order)
     per_class = per_class_table(targets, scores, names)
     _write_tables(out, cfg, split, len(ds), results, per_class)
@@ -290,18 +334,33 @@ def evaluate(
     return results
 
 
-def _write_tables(out: Path, cfg: TrainConfig, split: str, n: int, results: dict[str, Any],
-                  per_class: list[dict[str, Any]]) -> None:  # fmt: skip
-    (out / "results.json").write_text(json.dumps({"split": split, "patches": n, **results,
-                                                  "per_class": per_class}, indent=2))  # fmt: skip
+def _write_tables(
+    out: Path,
+    cfg: TrainConfig,
+    split: str,
+    n: int,
+    results: dict[str, Any],
+    per_class: list[dict[str, Any]],
+) -> None:
+    (out / "results.json").write_text(
+        json.dumps({"split": split, "patches": n, **results, "per_class": per_class}, indent=2)
+    )
     keys = list(results["model"])
-    lines = [f"# Results: {cfg.name} ({cfg.model}, {cfg.classes} classes), {split} split, "
-             f"{n} patches", "", "| metric | model | baseline (train label frequencies) |",
-             "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Results: {cfg.name} ({cfg.model}, {cfg.classes} classes), {split} split, {n} patches",
+        "",
+        "| metric | model | baseline (train label frequencies) |",
+        "|---|---|---|",
+    ]
     base = results["baseline_train_frequencies"]
     lines += [f"| {k} | {results['model'][k]:.4f} | {base[k]:.4f} |" for k in keys]
-    lines += ["", "## Per class", "", "| class | support | precision | recall | F1 | F2 | AP |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | support | precision | recall | F1 | F2 | AP |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [
         f"| {r['class']} | {r['support']} | {r['precision']:.3f} | {r['recall']:.3f} | "
         f"{r['f1']:.3f} | {r['f2']:.3f} | {r['average_precision']:.3f} |"
@@ -320,8 +379,13 @@ def _plot_curve(out: Path, history: list[dict[str, float]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [h["val_average_precision_macro"] for h in history], "s-", color="C1",
-             label="val macro AP")  # fmt: skip
+    ax2.plot(
+        epochs,
+        [h["val_average_precision_macro"] for h in history],
+        "s-",
+        color="C1",
+        label="val macro AP",
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("BCE loss")
     ax2.set_ylabel("macro average precision")

@@ -34,8 +34,9 @@ def _tensors(y_true: np.ndarray, scores: np.ndarray) -> tuple[torch.Tensor, torc
     )
 
 
-def _scores(s: torch.Tensor, t: torch.Tensor, avg: str,
-            threshold: float) -> dict[str, torch.Tensor]:  # fmt: skip
+def _scores(
+    s: torch.Tensor, t: torch.Tensor, avg: str, threshold: float
+) -> dict[str, torch.Tensor]:
     """Precision, recall, F1 and F2 from torchmetrics for one averaging (``none``: per class)."""
     if avg == "samples":
         s, t, avg = s.T.contiguous(), t.T.contiguous(), "macro"
@@ -48,8 +49,9 @@ def _scores(s: torch.Tensor, t: torch.Tensor, avg: str,
     }
 
 
-def threshold_metrics(y_true: np.ndarray, scores: np.ndarray,
-                      threshold: float = 0.5) -> dict[str, float]:  # fmt: skip
+def threshold_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     """Precision, recall, F1 and F2, each micro-, macro- and sample-averaged.
 
     Args:
@@ -95,19 +97,28 @@ def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-def per_class_table(y_true: np.ndarray, scores: np.ndarray, names: list[str],
-                    threshold: float = 0.5) -> list[dict[str, float | str | int]]:  # fmt: skip
+def per_class_table(
+    y_true: np.ndarray, scores: np.ndarray, names: list[str], threshold: float = 0.5
+) -> list[dict[str, float | str | int]]:
     """Per-class support, precision, recall, F1, F2 and AP."""
     s, t = _tensors(y_true, scores)
-    per = {k: np.asarray(v, dtype=float).reshape(-1)
-           for k, v in _scores(s, t, "none", threshold).items()}  # fmt: skip
+    per = {
+        k: np.asarray(v, dtype=float).reshape(-1)
+        for k, v in _scores(s, t, "none", threshold).items()
+    }
     ap = per_class_ap(y_true, scores)
     return [
-        {"class": name, "support": int(np.asarray(y_true)[:, c].sum()),
-         "precision": float(per["precision"][c]), "recall": float(per["recall"][c]),
-         "f1": float(per["f1"][c]), "f2": float(per["f2"][c]), "average_precision": float(ap[c])}
+        {
+            "class": name,
+            "support": int(np.asarray(y_true)[:, c].sum()),
+            "precision": float(per["precision"][c]),
+            "recall": float(per["recall"][c]),
+            "f1": float(per["f1"][c]),
+            "f2": float(per["f2"][c]),
+            "average_precision": float(ap[c]),
+        }
         for c, name in enumerate(names)
-    ]  # fmt: skip
+    ]
 
 
 def all_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

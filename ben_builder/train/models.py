@@ -13,8 +13,11 @@ from torch import nn
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class MultiBranchCNN(nn.Module):
@@ -23,15 +26,26 @@ class MultiBranchCNN(nn.Module):
     def __init__(self, channels: dict[int, int], classes: int, width: int = 32) -> None:
         super().__init__()
         self.keys = sorted(channels)
-        self.branches = nn.ModuleDict({
-            str(r): nn.Sequential(
-                _conv_bn(channels[r], width), _conv_bn(width, width), nn.MaxPool2d(2),
-                _conv_bn(width, 2 * width), _conv_bn(2 * width, 2 * width),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            ) for r in self.keys
-        })  # fmt: skip
-        self.head = nn.Sequential(nn.Linear(2 * width * len(self.keys), 128), nn.ReLU(inplace=True),
-                                  nn.Dropout(0.25), nn.Linear(128, classes))  # fmt: skip
+        self.branches = nn.ModuleDict(
+            {
+                str(r): nn.Sequential(
+                    _conv_bn(channels[r], width),
+                    _conv_bn(width, width),
+                    nn.MaxPool2d(2),
+                    _conv_bn(width, 2 * width),
+                    _conv_bn(2 * width, 2 * width),
+                    nn.AdaptiveAvgPool2d(1),
+                    nn.Flatten(),
+                )
+                for r in self.keys
+            }
+        )
+        self.head = nn.Sequential(
+            nn.Linear(2 * width * len(self.keys), 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.25),
+            nn.Linear(128, classes),
+        )
 
     def forward(self, xs: dict[int, torch.Tensor]) -> torch.Tensor:
         """Logits from ``{resolution: (batch, bands, h, w)}``."""

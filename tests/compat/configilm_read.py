@@ -47,8 +47,14 @@ def rate(encoded: Path, n: int) -> float:
 def main(encoded: Path, out: Path) -> None:
     """Load every patch (flagged ones included) and the datamodule's three splits."""
     data_dirs = data_dirs_of(encoded)
-    ds = BENv2DataSet(data_dirs, split=None, img_size=(10, 120, 120), include_cloudy=True,
-                      include_snowy=True, return_extras=True)  # fmt: skip
+    ds = BENv2DataSet(
+        data_dirs,
+        split=None,
+        img_size=(10, 120, 120),
+        include_cloudy=True,
+        include_snowy=True,
+        return_extras=True,
+    )
     names, labels, kept_names, images = [], [], [], []
     for i in range(len(ds)):
         img, lbl, name = ds[i]
@@ -57,8 +63,7 @@ def main(encoded: Path, out: Path) -> None:
         if i % EVERY == 0:
             kept_names.append(name)
             images.append(np.asarray(img))
-    dm = BENv2DataModule(data_dirs, batch_size=8, img_size=(10, 120, 120),
-                         num_workers_dataloader=0)  # fmt: skip
+    dm = BENv2DataModule(data_dirs, batch_size=8, img_size=(10, 120, 120), num_workers_dataloader=0)
     dm.setup(None)
     batch = next(iter(dm.train_dataloader()))
     np.savez(

@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     n = product.name
     size_px = round(product.tile.size_m / 10)
     recipe = ProductRecipe(
-        tile_id=n.tile_id, level="L2A", baseline=args.processing_baseline,
-        sensing=n.sensing_time, mission=n.mission, relative_orbit=n.relative_orbit,
-    )  # fmt: skip
+        tile_id=n.tile_id,
+        level="L2A",
+        baseline=args.processing_baseline,
+        sensing=n.sensing_time,
+        mission=n.mission,
+        relative_orbit=n.relative_orbit,
+    )
     scene = scene_for(n.tile_id, size_px, int(os.environ.get("STAND_IN_SEED", "0")))
     made = write_product(recipe, scene, out)
     print(f"Progress[%]: 100.00 : Application terminated successfully: {made.name}")

@@ -79,9 +79,11 @@ class CdseBackend:
     name = "cdse"
 
     def __init__(
-        self, credentials: Credentials | None, endpoints: CdseEndpoints = DEFAULT_ENDPOINTS,
+        self,
+        credentials: Credentials | None,
+        endpoints: CdseEndpoints = DEFAULT_ENDPOINTS,
         timeout_s: float = 60.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.credentials = credentials
         self.endpoints = endpoints
         self.timeout_s = timeout_s
@@ -105,14 +107,15 @@ class CdseBackend:
         """All products matching ``query``, following ``@odata.nextLink``."""
         items: dict[str, ManifestItem] = {}
         for flt in build_filters(query):
-            params = {"$filter": flt, "$top": str(MAX_TOP),
-                      "$orderby": "ContentDate/Start asc"}  # fmt: skip
+            params = {"$filter": flt, "$top": str(MAX_TOP), "$orderby": "ContentDate/Start asc"}
             url: str | None = f"{self.endpoints.catalogue}/Products?{urlencode(params)}"
             while url:
                 resp = self.session.get(url, timeout=self.timeout_s)
                 if resp.status_code != 200:
-                    raise HubError(f"CDSE catalogue answered HTTP {resp.status_code} for {url}: "
-                                   f"{resp.text[:300]}")  # fmt: skip
+                    raise HubError(
+                        f"CDSE catalogue answered HTTP {resp.status_code} for {url}: "
+                        f"{resp.text[:300]}"
+                    )
                 doc = resp.json()
                 for entry in doc.get("value", []):
                     item = self._item(entry)
@@ -151,16 +154,24 @@ class CdseBackend:
                 raise CredentialsError("CDSE downloads need credentials (BEN_CDSE_USER/PASSWORD)")
             resp = None
             if self._refresh and self._refresh[1] > now:
-                resp = self._token_request({"client_id": self.endpoints.client_id,
-                                            "grant_type": "refresh_token",
-                                            "refresh_token": self._refresh[0]})  # fmt: skip
+                resp = self._token_request(
+                    {
+                        "client_id": self.endpoints.client_id,
+                        "grant_type": "refresh_token",
+                        "refresh_token": self._refresh[0],
+                    }
+                )
                 if resp.status_code != 200:
                     resp = None
             if resp is None:
-                resp = self._token_request({"client_id": self.endpoints.client_id,
-                                            "grant_type": "password",
-                                            "username": self.credentials.username,
-                                            "password": self.credentials.password})  # fmt: skip
+                resp = self._token_request(
+                    {
+                        "client_id": self.endpoints.client_id,
+                        "grant_type": "password",
+                        "username": self.credentials.username,
+                        "password": self.credentials.password,
+                    }
+                )
             if resp.status_code != 200:
                 raise CredentialsError(
                     f"CDSE identity server refused the credentials of "
@@ -187,8 +198,9 @@ class CdseBackend:
             headers = {"Authorization": f"Bearer {self.token()}"}
             if start:
                 headers["Range"] = f"bytes={start}-"
-            resp = self.session.get(url, headers=headers, stream=True, allow_redirects=False,
-                                    timeout=self.timeout_s)  # fmt: skip
+            resp = self.session.get(
+                url, headers=headers, stream=True, allow_redirects=False, timeout=self.timeout_s
+            )
             if resp.status_code in REDIRECTS and "Location" in resp.headers:
                 url = urljoin(url, resp.headers["Location"])
                 resp.close()

@@ -29,8 +29,13 @@ class DhusBackend:
     name = "dhus"
 
     def __init__(self, credentials: Credentials, api_url: str, timeout_s: float = 60.0) -> None:
-        self.api = SentinelAPI(credentials.username, credentials.password, api_url,
-                               show_progressbars=False, timeout=timeout_s)  # fmt: skip
+        self.api = SentinelAPI(
+            credentials.username,
+            credentials.password,
+            api_url,
+            show_progressbars=False,
+            timeout=timeout_s,
+        )
         self.timeout_s = timeout_s
 
     def _queries(self, q: Query) -> list[dict[str, Any]]:
@@ -56,11 +61,16 @@ class DhusBackend:
                     info = self.api.get_product_odata(uuid)
                     name = str(info["title"]).removesuffix(".SAFE")
                     found[name] = ManifestItem(
-                        id=uuid, name=name, backend=self.name, url=str(info["url"]),
-                        size=int(info["size"]), md5=info.get("md5"),
-                        footprint_wkt=props.get("footprint"), online=bool(info.get("Online", True)),
+                        id=uuid,
+                        name=name,
+                        backend=self.name,
+                        url=str(info["url"]),
+                        size=int(info["size"]),
+                        md5=info.get("md5"),
+                        footprint_wkt=props.get("footprint"),
+                        online=bool(info.get("Online", True)),
                         sensing_start=info["date"].isoformat() if info.get("date") else None,
-                    )  # fmt: skip
+                    )
         except SentinelAPIError as exc:
             if getattr(exc, "response", None) is not None and exc.response.status_code == 401:
                 raise CredentialsError(

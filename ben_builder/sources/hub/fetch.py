@@ -34,21 +34,38 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[Unavailable]]:
             area = area_from_bbox(q.bbox)
         if q.names:
             names = tuple(read_product_list(q.names.csv, q.names.column))
-        query = Query(level=q.level, start=q.start, end=q.end, area_wkt=area, tiles=q.tiles,
-                      max_cloud=q.max_cloud, names=names)  # fmt: skip
+        query = Query(
+            level=q.level,
+            start=q.start,
+            end=q.end,
+            area_wkt=area,
+            tiles=q.tiles,
+            max_cloud=q.max_cloud,
+            names=names,
+        )
         items = backend.search(query)
         write_manifest(hub.manifest or hub.download_dir / "manifest.jsonl", items)
-    policy = TransferPolicy(max_concurrent=hub.max_concurrent, offline_rounds=hub.offline_rounds,
-                            offline_wait_s=hub.offline_wait_s)  # fmt: skip
+    policy = TransferPolicy(
+        max_concurrent=hub.max_concurrent,
+        offline_rounds=hub.offline_rounds,
+        offline_wait_s=hub.offline_wait_s,
+    )
     results = download_all(items, hub.download_dir, backend, policy)
     found = sorted(Path(r.path) for r in results if r.ok and r.path)
-    failed = [Unavailable(product=r.name, stage="download", error=r.error or "download failed")
-              for r in results if not r.ok]  # fmt: skip
+    failed = [
+        Unavailable(product=r.name, stage="download", error=r.error or "download failed")
+        for r in results
+        if not r.ok
+    ]
     if hub.query is not None and hub.query.names is not None:  # named products the hub lacks
         have = {i.name.removesuffix(".SAFE") for i in items}
         failed += [
-            Unavailable(product=n, stage="search",
-                       error=f"listed in {hub.query.names.csv.name} but not found at the hub")
-            for n in (w.removesuffix(".SAFE") for w in names) if n not in have
-        ]  # fmt: skip
+            Unavailable(
+                product=n,
+                stage="search",
+                error=f"listed in {hub.query.names.csv.name} but not found at the hub",
+            )
+            for n in (w.removesuffix(".SAFE") for w in names)
+            if n not in have
+        ]
     return found, failed

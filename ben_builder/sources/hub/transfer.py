@@ -40,10 +40,17 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 NET_CHUNK = 1 << 20
-TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-             requests.exceptions.Timeout)  # fmt: skip
-RAW_TRANSIENT = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
-                 ConnectionError, TimeoutError)  # fmt: skip
+TRANSIENT = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+)
+RAW_TRANSIENT = (
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class Backend(Protocol):
@@ -221,8 +228,9 @@ def download_product(
         if not item.online:
             backend.request_retrieval(item)
         transfer.run()
-        return DownloadResult(item.name, True, str(final), bytes_received=transfer.received,
-                              attempts=transfer.attempt)  # fmt: skip
+        return DownloadResult(
+            item.name, True, str(final), bytes_received=transfer.received, attempts=transfer.attempt
+        )
     except OfflineProductError as exc:
         return DownloadResult(
             item.name,
@@ -275,8 +283,9 @@ class _Transfer:
             try:
                 resp = self.backend.open(self.item, self.size)
             except TRANSIENT as exc:
-                log.info("%s: %s; retrying in %.1f s", self.item.name, type(exc).__name__,
-                         self.wait)  # fmt: skip
+                log.info(
+                    "%s: %s; retrying in %.1f s", self.item.name, type(exc).__name__, self.wait
+                )
                 self._back_off(self.wait)
                 continue
             with resp:
@@ -322,8 +331,9 @@ class _Transfer:
         if status in (401, 403):
             self.unauthorized += 1
             if self.unauthorized > 2:
-                raise CredentialsError(f"{item.name}: the hub refuses the credentials "
-                                       f"(HTTP {status})")  # fmt: skip
+                raise CredentialsError(
+                    f"{item.name}: the hub refuses the credentials (HTTP {status})"
+                )
             self.backend.on_unauthorized()
             return False
         self.unauthorized = 0
@@ -335,8 +345,9 @@ class _Transfer:
             self._restart()
             return False
         if status == 429 or status >= 500:
-            pause = min(retry_after_s(resp.headers.get("Retry-After"), self.wait),
-                        self.policy.max_wait_s)  # fmt: skip
+            pause = min(
+                retry_after_s(resp.headers.get("Retry-After"), self.wait), self.policy.max_wait_s
+            )
             log.info("%s: HTTP %d; retrying in %.1f s", item.name, status, pause)
             self._back_off(pause)
             return False
@@ -364,8 +375,12 @@ class _Transfer:
                     if self.on_bytes is not None:
                         self.on_bytes(len(chunk))
         except (*TRANSIENT, *RAW_TRANSIENT) as exc:
-            log.info("%s: connection lost at byte %d (%s); resuming", self.item.name, self.size,
-                     type(exc).__name__)  # fmt: skip
+            log.info(
+                "%s: connection lost at byte %d (%s); resuming",
+                self.item.name,
+                self.size,
+                type(exc).__name__,
+            )
             return
         if self.item.size is None:  # nothing to compare with: trust a clean end of body
             self.item = dataclasses.replace(self.item, size=self.size)

@@ -43,15 +43,33 @@ from ben_builder.sources.synthetic.truth import patch_truth
 
 log = logging.getLogger(__name__)
 
-L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
-             "B12")  # fmt: skip
+L1C_BANDS = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
 BAND_ID = {b: i for i, b in enumerate(L1C_BANDS)}
 
 
 def _jp2_options(n: int) -> dict[str, str]:
     block = str(min(n, 1024))
-    return {"REVERSIBLE": "YES", "QUALITY": "100", "BLOCKXSIZE": block, "BLOCKYSIZE": block,
-            "YCC": "NO"}  # fmt: skip
+    return {
+        "REVERSIBLE": "YES",
+        "QUALITY": "100",
+        "BLOCKXSIZE": block,
+        "BLOCKYSIZE": block,
+        "YCC": "NO",
+    }
 
 
 def write_jp2(path: Path, data: np.ndarray, tile: TileGeometry, resolution_m: int) -> None:
@@ -59,10 +77,17 @@ def write_jp2(path: Path, data: np.ndarray, tile: TileGeometry, resolution_m: in
     arr = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver="JP2OpenJPEG", width=arr.shape[2], height=arr.shape[1],
-        count=arr.shape[0], dtype=arr.dtype.name, crs=f"EPSG:{tile.epsg}",
-        transform=tile.transform(resolution_m), **_jp2_options(arr.shape[1]),
-    ) as ds:  # fmt: skip
+        path,
+        "w",
+        driver="JP2OpenJPEG",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=arr.dtype.name,
+        crs=f"EPSG:{tile.epsg}",
+        transform=tile.transform(resolution_m),
+        **_jp2_options(arr.shape[1]),
+    ) as ds:
         ds.write(arr)
     aux = path.with_name(path.name + ".aux.xml")
     if aux.exists():
@@ -76,11 +101,40 @@ def _granule_id(r: ProductRecipe) -> str:
 
 L2A_FILES = {  # IMAGE_FILE kinds per resolution folder, in the order real L2A products list them
     10: ("B02", "B03", "B04", "B08", "TCI", "AOT", "WVP"),
-    20: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12", "TCI", "AOT",
-         "WVP", "SCL"),
-    60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12", "TCI",
-         "AOT", "WVP", "SCL"),
-}  # fmt: skip
+    20: (
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B8A",
+        "B11",
+        "B12",
+        "TCI",
+        "AOT",
+        "WVP",
+        "SCL",
+    ),
+    60: (
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B8A",
+        "B09",
+        "B11",
+        "B12",
+        "TCI",
+        "AOT",
+        "WVP",
+        "SCL",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -338,10 +392,20 @@ def write_image(
     arr = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-        dtype=arr.dtype.name, crs=f"EPSG:{tile.epsg}", transform=tile.transform(resolution_m),
-        compress="deflate", tiled=True, blockxsize=512, blockysize=512,
-    ) as ds:  # fmt: skip
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=arr.dtype.name,
+        crs=f"EPSG:{tile.epsg}",
+        transform=tile.transform(resolution_m),
+        compress="deflate",
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+    ) as ds:
         ds.write(arr)
 
 
