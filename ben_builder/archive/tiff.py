@@ -43,9 +43,14 @@ class TemplateError(ValueError):
     """GDAL's output does not have the layout the template writer relies on."""
 
 
-def _gdal_bytes(
+def gdal_bytes(
     array: np.ndarray, crs: CRS, transform: Affine, nodata: float | None, compress: str | None
 ) -> bytes:
+    """A single-band GeoTIFF of ``array`` as GDAL writes it, made in memory.
+
+    ``compress``: ``None`` (uncompressed) or a GDAL compression, then with ``PREDICTOR=2``
+    (horizontal differencing), as the published reference maps are deflated.
+    """
     opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
     with MemoryFile() as mem:
         with mem.open(
@@ -146,8 +151,8 @@ class GeoTiffTemplate:
         sample = np.ones(shape, dtype)  # zeros would make GDAL pad the last strip
         sample[:, ::7] = 3  # something to difference and compress
         a, b = (
-            _gdal_bytes(sample, crs, t0, nodata, compress),
-            _gdal_bytes(sample, crs, t1, nodata, compress),
+            gdal_bytes(sample, crs, t0, nodata, compress),
+            gdal_bytes(sample, crs, t1, nodata, compress),
         )
         typ, count, tie = _ifd_values(a, TAG_MODEL_TIEPOINT)
         if typ != 12 or count != 6:

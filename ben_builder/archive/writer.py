@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.io import MemoryFile
 
 from ben_builder.archive import REFMAP_RESOLUTION_M
-from ben_builder.archive.tiff import GeoTiffTemplate, TemplateError
+from ben_builder.archive.tiff import GeoTiffTemplate, TemplateError, gdal_bytes
 from ben_builder.files import write_bytes, write_error
 
 log = logging.getLogger(__name__)
@@ -33,22 +32,7 @@ def geotiff_bytes(
         compress: GDAL compression (``None`` for uncompressed, ``"deflate"`` for reference maps,
             written with ``PREDICTOR=2`` as BigEarthNet v2 publishes them).
     """
-    # deflate with horizontal differencing (PREDICTOR=2), as the published reference maps are
-    opts: dict[str, object] = {"compress": compress, "predictor": 2} if compress else {}
-    with MemoryFile() as mem:
-        with mem.open(
-            driver="GTiff",
-            width=array.shape[1],
-            height=array.shape[0],
-            count=1,
-            dtype="uint16",
-            crs=crs,
-            transform=transform,
-            nodata=0,
-            **opts,
-        ) as ds:
-            ds.write(array, 1)
-        return bytes(mem.read())
+    return gdal_bytes(np.asarray(array, dtype=np.uint16), crs, transform, 0, compress)
 
 
 def write_geotiff(
