@@ -59,11 +59,17 @@ V1_PRODUCTS = "v1_l1c_products.csv"
 V2_PRODUCTS = "v2_l2a_products.csv"
 CLOUD_OR_SHADOW_LIST = "v1_patches_with_cloud_and_shadow.csv"
 SNOW_LIST = "v1_patches_with_seasonal_snow.csv"
+V1_S2_S1_PAIRS = "v1_s2_s1_pairs.csv.bz2"
 
 #: Baseline in the names of products made locally with sen2cor (as v2's names carry).
 LOCAL_BASELINE = "N9999"
 
 _PATCH_RE = re.compile(r"^(?P<product>.+)_(?P<x>\d+)_(?P<y>\d+)$")
+
+
+def natural_earth() -> Path:
+    """Natural Earth's admin-0 countries at 1:110m, v5.1.2, as shipped (the file v2 used)."""
+    return specs_dir() / "naturalearth" / "ne_110m_admin_0_countries.shp"
 
 
 def data_dir() -> Path:
@@ -179,7 +185,7 @@ def v1_name(patch_id: str) -> str | None:
     return v1_names_of(m["product"]).get((int(m["x"]), int(m["y"])))
 
 
-CountryRule = Literal["closest", "within"]
+CountryRule = Literal["closest", "within", "square"]
 
 
 def read_boundaries(
@@ -224,29 +230,36 @@ def read_boundaries(
 
 
 def closest_country(frame: pd.DataFrame, borders: Any, rule: CountryRule = "closest") -> pd.Series:
-    """Country of each patch (v2's rule: the closest of the ten BigEarthNet countries).
+    """Country of each patch, measured in the patch's own UTM zone.
 
-    The patch is its centre point; distances are measured in the patch's own UTM zone. With
-    ``closest``, every patch gets the nearest country of ``borders`` (distance 0 inside it; ties
-    go to the first name in alphabetical order), so sea patches get one too. With ``within`` a
-    patch outside every country gets None.
+    Rules:
+        ``square`` (the published v2's): the country nearest to the whole 1,200 m patch square;
+            a square at distance 0 from several (it touches a border) goes to the one of the
+            largest area (Serbia over Kosovo, Belgium over Luxembourg). Sea patches get one.
+        ``closest``: the country nearest to the patch centre (distance 0 inside it; ties to the
+            first name in alphabetical order). Sea patches get one.
+        ``within``: the country containing the patch centre; None outside every country.
 
     Args:
         frame: Columns ``epsg``, ``ulx_m``, ``uly_m`` (patch upper-left corners, 1,200 m patches).
         borders: From :func:`read_boundaries`.
-        rule: ``closest`` or ``within``.
+        rule: ``square``, ``closest`` or ``within``.
     """
     import geopandas as gpd
 
     out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    half = 600.0
     for epsg, group in frame.groupby("epsg"):
+        local = borders.to_crs(f"EPSG:{epsg}").reset_index(drop=True)
+        if rule == "square":
+            out.loc[group.index] = _nearest_to_square(group, local)
+            continue
         pts = gpd.GeoDataFrame(
             index=group.index,
-            geometry=gpd.points_from_xy(group["ulx_m"] + half, group["uly_m"] - half),
+            geometry=gpd.points_from_xy(
+                group["ulx_m"] + PATCH_HALF_M, group["uly_m"] - PATCH_HALF_M
+            ),
             crs=f"EPSG:{epsg}",
         )
-        local = borders.to_crs(pts.crs).reset_index(drop=True)
         if rule == "closest":
             joined = gpd.sjoin_nearest(pts, local, how="left")
         else:
@@ -256,6 +269,27 @@ def closest_country(frame: pd.DataFrame, borders: Any, rule: CountryRule = "clos
         for idx, country in joined["country"].items():
             out.at[idx] = country if isinstance(country, str) else None
     return out
+
+
+#: Half the side of a patch (its centre from its corner).
+PATCH_HALF_M = 600.0
+
+
+def _nearest_to_square(group: pd.DataFrame, local: Any) -> list[str]:
+    """The country nearest to each patch square of ``group`` (ties: the largest country)."""
+    import shapely
+
+    x0 = group["ulx_m"].to_numpy(float)
+    y0 = group["uly_m"].to_numpy(float)
+    squares = shapely.box(x0, y0 - 2 * PATCH_HALF_M, x0 + 2 * PATCH_HALF_M, y0)
+    # largest first, so the first of the nearest is the largest among equally near countries
+    by_area = local.assign(area=local.geometry.area).sort_values(
+        ["area", "country"], ascending=[False, True]
+    )
+    geoms = np.asarray(by_area.geometry.values)
+    names = by_area["country"].to_numpy(dtype=object)
+    distance = shapely.distance(squares[:, None], geoms[None, :])
+    return [str(n) for n in names[np.argmin(distance, axis=1)]]
 
 
 @dataclass(frozen=True)
@@ -277,6 +311,11 @@ class Reproduction:
     def l2a_only(self) -> bool:
         """Whether an L1C product without its L2A is a failure (v2 is made of L2A products)."""
         return self.release is not None
+
+    @property
+    def country_rule(self) -> CountryRule | None:
+        """The country rule when the configuration sets none (v2: from the patch square)."""
+        return "square" if self.release else None
 
     @property
     def country_candidates(self) -> tuple[str, ...] | None:

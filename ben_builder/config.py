@@ -200,15 +200,22 @@ class FlagLists(_Model):
 class CountrySettings(_Model):
     """Per-patch countries from a boundaries file (see ``bigearthnet.closest_country``)."""
 
-    path: Path = Field(description="Boundaries file, e.g. Natural Earth ne_110m_admin_0_countries.")
+    path: Path | None = Field(
+        None,
+        description="Boundaries file; default: Natural Earth's admin-0 countries at 1:110m "
+        "(v5.1.2, public domain), shipped in data_specs/naturalearth/.",
+    )
     field: str = Field("NAME", description="Attribute with the country name (any case).")
     candidates: tuple[str, ...] | None = Field(
         None,
         description="Countries to choose among; default every feature (the reproduction: "
         "the ten BigEarthNet countries).",
     )
-    rule: Literal["closest", "within"] = Field(
-        "closest", description="Nearest candidate (sea patches too) or only the one containing it."
+    rule: Literal["closest", "within", "square"] = Field(
+        "closest",
+        description="Nearest candidate to the patch centre (sea patches too), only the one "
+        "containing it, or nearest to the whole patch square with ties to the larger country "
+        "(the published v2's rule, the default of a reproduction).",
     )
 
 
@@ -252,24 +259,20 @@ class RunConfig(_Model):
         True, description="Check products against manifest.safe checksums and zip CRCs."
     )
 
-    @model_validator(mode="after")
-    def _check_reproduction(self) -> RunConfig:
-        if self.reproduce == "bigearthnet-v2" and self.countries is None:
-            raise ValueError(
-                "reproduce: bigearthnet-v2 needs 'countries: {path: ...}', the Natural Earth "
-                "admin-0 countries at 1:110m, v5.1.2 (ne_110m_admin_0_countries.zip from "
-                "naturalearthdata.com, unzipped), as the published v2 used"
-            )
-        return self
-
 
 def resolve_paths(value: object, base: Path) -> object:
     """``value`` with every relative path in it (models searched deeply) taken against ``base``."""
     if isinstance(value, Path):
         return value if value.is_absolute() else (base / value).resolve()
     if isinstance(value, BaseModel):
-        updates = {k: resolve_paths(getattr(value, k), base) for k in type(value).model_fields}
-        return value.model_copy(update=updates)
+        # only what changed: the copy's fields_set stays what the file set (defaults stay defaults)
+        updates = {}
+        for k in type(value).model_fields:
+            old = getattr(value, k)
+            new = resolve_paths(old, base)
+            if new is not old:
+                updates[k] = new
+        return value.model_copy(update=updates) if updates else value
     return value
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ben_builder import bigearthnet, specs
 from ben_builder.bigearthnet import Reproduction
-from ben_builder.config import RunConfig
+from ben_builder.config import CountrySettings, RunConfig
 from ben_builder.sources.local import read_name_list
 
 #: A function from the combined metadata rows to the rows finalisation writes.
@@ -37,12 +37,18 @@ def metadata_rules(config: RunConfig, rules: Reproduction) -> MetadataRule:
         lists = rules.flag_lists()
     tile_country = {t.tile_id: t.country for t in specs.tiles().tiles}
     countries = config.countries
+    if countries is None and rules.release is not None:  # v2's countries, from the shipped file
+        countries = CountrySettings()
     borders = None
+    rule = countries.rule if countries is not None else "closest"
+    if countries is not None and "rule" not in countries.model_fields_set:
+        rule = rules.country_rule or rule
     if countries is not None:
         candidates = countries.candidates
         if candidates is None:
             candidates = rules.country_candidates
-        borders = bigearthnet.read_boundaries(countries.path, countries.field, candidates)
+        path = countries.path or bigearthnet.natural_earth()
+        borders = bigearthnet.read_boundaries(path, countries.field, candidates)
 
     def apply(frame: pd.DataFrame) -> pd.DataFrame:
         if lists is not None:
@@ -50,7 +56,7 @@ def metadata_rules(config: RunConfig, rules: Reproduction) -> MetadataRule:
             frame["contains_seasonal_snow"] = frame["s2v1_name"].isin(lists[1])
             frame["flagged"] = frame["contains_cloud_or_shadow"] | frame["contains_seasonal_snow"]
         if countries is not None and len(frame):
-            frame["country"] = bigearthnet.closest_country(frame, borders, countries.rule)
+            frame["country"] = bigearthnet.closest_country(frame, borders, rule)
         elif len(frame):
             frame["country"] = frame["tile_id"].map(tile_country).astype(object)
             frame.loc[frame["country"].isna(), "country"] = None
