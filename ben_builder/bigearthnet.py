@@ -162,6 +162,23 @@ def _v1_table() -> pd.DataFrame:
 
 
 @functools.cache
+def s1_pairs() -> dict[str, str]:
+    """``{s2v1_name: s1_name}`` of every published v2 patch (549,488 pairs).
+
+    Raises:
+        SpecError: the pairs file cannot be read.
+    """
+    import pyarrow.csv as pacsv
+
+    path = data_dir() / V1_S2_S1_PAIRS
+    try:
+        table = pacsv.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot read the published S2/S1 pairs ({exc})") from exc
+    return dict(zip(table["s2v1_name"].to_pylist(), table["s1_name"].to_pylist(), strict=True))
+
+
+@functools.cache
 def v1_names_of(product_name: str) -> dict[tuple[int, int], str]:
     """``{(x, y): v1 name}`` of one acquisition (any product name or stem of it); may be empty."""
     table = _v1_table()
@@ -332,6 +349,10 @@ class Reproduction:
         return ProductListFilter(
             csv=data_dir() / V2_PRODUCTS, column="product", match="acquisition"
         )
+
+    def s1_pairs(self) -> dict[str, str] | None:
+        """``{s2v1_name: s1_name}`` of the published patches (None: a new archive has none)."""
+        return s1_pairs() if self.release else None
 
     def flag_lists(self) -> tuple[frozenset[str], frozenset[str]] | None:
         """The published cloud-or-shadow and snow lists, when the configuration gives none."""

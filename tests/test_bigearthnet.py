@@ -288,6 +288,7 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
     l1c_of = {_acq(p): p for p in bigearthnet.v1_l1c_products()}
     cloud = set((DATA / bigearthnet.CLOUD_OR_SHADOW_LIST).read_text().split())
     snow = set((DATA / bigearthnet.SNOW_LIST).read_text().split())
+    pairs = bigearthnet.s1_pairs()
     for row in meta.itertuples():
         stem, x, y = row.patch_id.rsplit("_", 2)
         expected = table.get((l1c_of[_acq(stem)], int(x), int(y)))
@@ -295,6 +296,13 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
         assert row.contains_seasonal_snow == (expected in snow)
         assert row.contains_cloud_or_shadow == (expected in cloud)
         assert row.country == ("Finland" if "T35VNJ" in stem else "Austria")
+        # s1_name: the published pair, on the same cell (x and y not zero-padded in S1 names)
+        assert row.s1_name == pairs.get(expected), row.patch_id
+        if row.s1_name is not None:
+            assert row.s1_name.endswith(f"_{stem[-5:]}_{int(x)}_{int(y)}"), row.s1_name
+    unpaired = int(meta.s1_name.isna().sum())
+    assert meta.s1_name.notna().sum() > 50
+    assert (unpaired > 0) == any("no published Sentinel-1 pair" in w for w in res.warnings)
     vnj = meta[meta.patch_id.str.contains("T35VNJ")]
     assert vnj.s2v1_name.notna().all()
     assert (~vnj.s2v1_name.str.startswith("S2B_MSIL2A_20180204T094159_")).any()  # irregular names

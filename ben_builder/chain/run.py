@@ -21,7 +21,7 @@ from ben_builder.archive.finalize import finalize, read_parts
 from ben_builder.bigearthnet import Reproduction, reproduction
 from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_workers, usable_cores
 from ben_builder.chain.l2a import make_l2a
-from ben_builder.chain.metadata import MetadataRule, metadata_rules
+from ben_builder.chain.metadata import MetadataRules, metadata_rules
 from ben_builder.chain.preflight import Plan, check_writable, preflight
 from ben_builder.chain.product import Options, process_product
 from ben_builder.chain.results import (
@@ -161,7 +161,7 @@ class _Work:
     """What a run was given to do, found before any product is touched."""
 
     rules: Reproduction
-    adjust: MetadataRule
+    adjust: MetadataRules
     products: list[Path]
     clc: Path | None
     options: Options
@@ -234,6 +234,7 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
     result.results.sort(key=lambda r: r.product)
     try:
         result.counts = finalize(out, work.adjust(read_parts(out)), layout=config.layout)
+        result.notes += work.adjust.notes
     finally:  # the report is written also when finalisation fails (e.g. a full disk)
         result.seconds = time.perf_counter() - t0
         result.report = write_report(config, result, work.clc)
