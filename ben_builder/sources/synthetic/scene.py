@@ -81,7 +81,7 @@ CODES: dict[str, tuple[str, int, float]] = {
 NO_POLYGON = 999
 
 
-def _seed(*parts: object) -> int:
+def stable_seed(*parts: object) -> int:
     """A stable 64-bit seed from arbitrary parts (independent of PYTHONHASHSEED)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little")
@@ -99,7 +99,7 @@ def class_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     texture = np.empty(len(CODES), "i1")
     params = np.empty((len(CODES), 3), "f4")
     for i, (code, (family, tex, _)) in enumerate(CODES.items()):
-        rng = np.random.default_rng(_seed("spectrum", code))
+        rng = np.random.default_rng(stable_seed("spectrum", code))
         spectra[i] = np.array(_PROTO[family], "f4") * (1 + 0.12 * rng.standard_normal(12))
         texture[i] = tex
         params[i] = (
@@ -152,7 +152,7 @@ def make_scene(
     """
     if cell_m % 60:
         raise ValueError(f"cell_m must be a multiple of 60 m, got {cell_m}")
-    rng = np.random.default_rng(_seed("scene", tile_id, seed))
+    rng = np.random.default_rng(stable_seed("scene", tile_id, seed))
     n = int(np.ceil(geometry.size_m / cell_m))
     step = max(region_m / cell_m, 2.0)
     ng = int(np.ceil(n / step)) + 2
@@ -246,7 +246,7 @@ def make_acquisition(
         swath_edge: Whether the tile is only partly inside the orbit swath.
     """
     n = scene.geometry.size_px(60)
-    rng = np.random.default_rng(_seed("acq", scene.tile_id, scene.seed, date_key))
+    rng = np.random.default_rng(stable_seed("acq", scene.tile_id, scene.seed, date_key))
     r_px = (n / 60 + 2, n / 25 + 3)
     mean_area = np.pi * np.mean(r_px) ** 2
     count = int(round(cloud_fraction * n * n / mean_area))
@@ -295,7 +295,7 @@ def render_band(
     lut[NO_POLYGON] = list(CODES).index("231")
     idx = lut[scene.codes_at(resolution_m)]
     n = idx.shape[0]
-    rng = np.random.default_rng(_seed("band", scene.tile_id, scene.seed, resolution_m))
+    rng = np.random.default_rng(stable_seed("band", scene.tile_id, scene.seed, resolution_m))
     speckle = rng.standard_normal((n, n), dtype=np.float32)
     block_k = max(1, 30 // resolution_m)
     nb = -(-n // block_k)
@@ -312,7 +312,7 @@ def render_band(
     )
     value = spectra[idx, b] * (1 + amp * pattern)
     value += (
-        np.random.default_rng(_seed("noise", scene.tile_id, band, scene.seed, acq.key))
+        np.random.default_rng(stable_seed("noise", scene.tile_id, band, scene.seed, acq.key))
         .normal(0, 25, (n, n))
         .astype(np.float32)
     )

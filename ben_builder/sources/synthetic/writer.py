@@ -30,6 +30,7 @@ from ben_builder.patches.grid import TileGeometry
 from ben_builder.product.safe import IMAGE_FORMATS
 from ben_builder.product.verify import ALGORITHMS
 from ben_builder.sources.synthetic.products import ProductRecipe
+from ben_builder.sources.synthetic.s1 import write_s1_v1
 from ben_builder.sources.synthetic.scene import (
     NO_POLYGON,
     Acquisition,
@@ -591,14 +592,20 @@ class SyntheticDataset:
     products: list[Path]
     clc: Path
     truth: list[Path]
+    s1: Path | None = None
+
+
+#: The generated BigEarthNet-S1 v1.0 folder, under a dataset's folder.
+S1_V1_DIR = "BigEarthNet-S1-v1.0"
 
 
 def write_dataset(
-    recipes: list[ProductRecipe], out_dir: Path, size_px: int, seed: int = 0
+    recipes: list[ProductRecipe], out_dir: Path, size_px: int, seed: int = 0, s1: bool = False
 ) -> SyntheticDataset:
     """Write products, the CLC GeoPackage and ground truth for ``recipes`` under ``out_dir``.
 
-    Layout: ``products/`` (SAFE folders and zips), ``clc/`` (the GeoPackage), ``ground_truth/``.
+    Layout: ``products/`` (SAFE folders and zips), ``clc/`` (the GeoPackage), ``ground_truth/``,
+    and with ``s1`` a BigEarthNet-S1 v1.0 folder of their acquisitions (:data:`S1_V1_DIR`).
 
     Returns:
         The paths written.
@@ -613,4 +620,7 @@ def write_dataset(
         products.append(write_product(r, scene, out_dir / "products"))
         truth.append(write_truth(r, scene, r.acquisition(scene), out_dir / "ground_truth"))
     clc = write_clc(scenes.values(), out_dir / "clc")
-    return SyntheticDataset(products=products, clc=clc, truth=truth)
+    s1_dir = None
+    if s1:
+        s1_dir = write_s1_v1(recipes, scenes, out_dir / S1_V1_DIR)
+    return SyntheticDataset(products=products, clc=clc, truth=truth, s1=s1_dir)
