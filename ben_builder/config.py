@@ -39,6 +39,9 @@ class SyntheticInputs(_Model):
     size_px: int = Field(2460, gt=0, multiple_of=6)
     seed: int = 0
     tiles: tuple[str, ...] = ()
+    s1: bool = Field(
+        False, description="Also write a BigEarthNet-S1 v1.0 folder of the products' S1 patches."
+    )
 
 
 class ProductListFilter(_Model):
@@ -111,6 +114,16 @@ class Inputs(_Model):
                 "(`ben-builder patch` cuts unlabelled patches on purpose)"
             )
         return self
+
+
+class S1Inputs(_Model):
+    """Sentinel-1 patches for a BigEarthNet v2 reproduction, taken from BigEarthNet-S1 v1.0."""
+
+    bigearthnet_v1: Path | None = Field(
+        None,
+        description="The BigEarthNet-S1 v1.0 folder (one <s1_name>/ folder per patch); default "
+        "for a synthetic source with s1: true, the folder it writes.",
+    )
 
 
 class SlurmSettings(_Model):
@@ -241,6 +254,11 @@ class RunConfig(_Model):
     flags_from_lists: FlagLists | None = None
     countries: CountrySettings | None = None
     sen2cor: Sen2CorSettings | None = None
+    s1: S1Inputs | None = Field(
+        None,
+        description="Sentinel-1 patches: each patch's s1_name pair copied into BigEarthNet-S1/ "
+        "(a reproduction; hard links where the file system allows).",
+    )
     reproduce: Literal["bigearthnet-v2"] | None = Field(
         None,
         description="Apply BigEarthNet v2's rules (ben_builder.bigearthnet): v1 names from v1's "

@@ -164,6 +164,7 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         md += ["## Sample patches", "", "![quicklook](quicklook.png)", ""]
     md += _timings(ok)
     md += _products(result, ok)
+    md += _s1(result)
     md += _inputs(ok, clc)
     md += [
         "## Software",
@@ -185,6 +186,7 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         "warnings": result.warnings,
         "versions": versions(),
         "clc": str(clc) if clc else None,
+        "s1": asdict(result.s1) if result.s1 is not None else None,
     }
     write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
     return report
@@ -321,3 +323,21 @@ def _inputs(ok: list[TaskResult], clc: Path | None) -> list[str]:
     if shared:
         rows.append(["data_specs/", shared.get("specs_sha256", "")])
     return ["## Inputs (SHA-256)", "", _table(rows, ["input", "sha256"]), ""]
+
+
+def _s1(result: RunResult) -> list[str]:
+    """The Sentinel-1 stage: files placed and kept, folders removed, patches that failed."""
+    s1 = result.s1
+    if s1 is None:
+        return []
+    md = [
+        "## Sentinel-1 (BigEarthNet-S1)",
+        "",
+        f"{s1.placed} files placed, {s1.kept} already in place, {s1.removed} folders no patch "
+        f"asks for removed, {len(s1.failures)} patches failed.",
+        "",
+    ]
+    if s1.failures:
+        rows = [[f.patch_id, f.s1_name, f.error.replace("|", "/")] for f in s1.failures]
+        md += [_table(rows, ["patch", "s1_name", "error"]), ""]
+    return md

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ben_builder.chain.s1 import S1Outcome
 from ben_builder.chain.stages import product_seconds
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import Duplicate
@@ -38,6 +39,7 @@ class RunResult:
     seconds: float = 0.0
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
+    s1: S1Outcome | None = None
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -48,6 +50,9 @@ class RunResult:
     def warnings(self) -> list[str]:
         """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
         out = list(self.notes)
+        if self.s1 is not None and self.s1.failures:
+            first = ", ".join(f"{f.s1_name} ({f.error})" for f in self.s1.failures[:3])
+            out.append(f"{len(self.s1.failures)} S1 patches could not be taken: {first}")
         out += [
             f"{r.product}: {w}"
             for r in self.results

@@ -32,6 +32,7 @@ from ben_builder.chain.results import (
     result_line,
     unavailable,
 )
+from ben_builder.chain.s1 import attach_s1
 from ben_builder.chain.stages import stage_of
 from ben_builder.config import RunConfig
 from ben_builder.errors import ClusterError
@@ -150,10 +151,10 @@ def plan_run(config: RunConfig) -> tuple[Plan, list[Duplicate], list[TaskResult]
             "them; checked the output, the CLC file, lists and boundaries"
         )
         return plan, [], []
-    products, missing, clc = discover_products(config.inputs, rules.product_list())
-    products, duplicates = select_products(products, config.duplicates)
-    plan = preflight(products, clc, config.output, config.layout)
-    return plan, duplicates, [unavailable(m) for m in missing]
+    found = discover_products(config.inputs, rules.product_list())
+    products, duplicates = select_products(found.products, config.duplicates)
+    plan = preflight(products, found.clc, config.output, config.layout)
+    return plan, duplicates, [unavailable(m) for m in found.unavailable]
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class _Work:
     products: list[Path]
     clc: Path | None
     options: Options
+    s1_v1: Path | None
 
 
 def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
@@ -175,8 +177,9 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     """
     rules = reproduction(config.reproduce)
     adjust = metadata_rules(config, rules)
-    products, missing, clc = discover_products(config.inputs, rules.product_list())
-    products, duplicates = select_products(products, config.duplicates)
+    found = discover_products(config.inputs, rules.product_list())
+    products, duplicates = select_products(found.products, config.duplicates)
+    clc = found.clc
     for d in duplicates:
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
     plan = preflight(products, clc, config.output, config.layout)
@@ -189,10 +192,11 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     )
     # the shared inputs' digests once (the CLC hashed once per version of the file)
     options = replace(options, inputs=options.run_inputs(config.output))
-    result.results.extend(unavailable(m) for m in missing)
+    result.results.extend(unavailable(m) for m in found.unavailable)
     result.skipped = duplicates
     result.notes = list(plan.warnings)
-    return _Work(rules, adjust, products, clc, options)
+    s1_v1 = config.s1.bigearthnet_v1 if config.s1 is not None else None
+    return _Work(rules, adjust, products, clc, options, s1_v1 or found.s1_v1)
 
 
 def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
@@ -233,8 +237,11 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         _collect(futures, result, watch, fail_fast, config.name, progress)
     result.results.sort(key=lambda r: r.product)
     try:
-        result.counts = finalize(out, work.adjust(read_parts(out)), layout=config.layout)
+        frame = work.adjust(read_parts(out))
+        result.counts = finalize(out, frame, layout=config.layout)
         result.notes += work.adjust.notes
+        if work.s1_v1 is not None:
+            result.s1 = attach_s1(out, frame, work.s1_v1)
     finally:  # the report is written also when finalisation fails (e.g. a full disk)
         result.seconds = time.perf_counter() - t0
         result.report = write_report(config, result, work.clc)

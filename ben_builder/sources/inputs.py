@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
@@ -15,10 +16,25 @@ from ben_builder.sources.local import filter_by_list
 log = logging.getLogger(__name__)
 
 
-def discover_products(
-    inputs: Inputs, default_list: ProductListFilter | None = None
-) -> tuple[list[Path], list[Unavailable], Path | None]:
-    """The products to process, those asked for but unavailable, and the CLC path.
+@dataclass(frozen=True)
+class Discovered:
+    """What a run's inputs provide.
+
+    Attributes:
+        products: The products to process.
+        unavailable: Those asked for but not to be had.
+        clc: The CLC file (None: unlabelled patches).
+        s1_v1: A BigEarthNet-S1 v1.0 folder the source wrote (the synthetic one), if any.
+    """
+
+    products: list[Path]
+    unavailable: list[Unavailable]
+    clc: Path | None
+    s1_v1: Path | None = None
+
+
+def discover_products(inputs: Inputs, default_list: ProductListFilter | None = None) -> Discovered:
+    """The products to process, those asked for but unavailable, the CLC path (and S1 folder).
 
     Args:
         inputs: The run configuration's inputs.
@@ -33,7 +49,7 @@ def discover_products(
         if inputs.hub is None:
             raise ValueError("source 'hub' needs a 'hub' section")  # the model checks it first
         found, failed = fetch_from_hub(inputs.hub)
-        return found, failed, inputs.clc_path
+        return Discovered(found, failed, inputs.clc_path)
     folder = inputs.products_dir
     if folder is None:
         raise ValueError("source 'local' needs 'products_dir'")  # the model checks it first
@@ -44,10 +60,10 @@ def discover_products(
     product_list = inputs.product_list or default_list
     if product_list is not None:
         found, missing = filter_by_list(found, product_list, folder)
-    return found, missing, inputs.clc_path
+    return Discovered(found, missing, inputs.clc_path)
 
 
-def _synthetic(inputs: Inputs) -> tuple[list[Path], list[Unavailable], Path | None]:
+def _synthetic(inputs: Inputs) -> Discovered:
     """The embedded default: the demo products (of the configured tiles) and their CLC."""
     from ben_builder.sources.synthetic.products import demo_recipes
     from ben_builder.sources.synthetic.writer import write_dataset
@@ -57,5 +73,5 @@ def _synthetic(inputs: Inputs) -> tuple[list[Path], list[Unavailable], Path | No
         raise ValueError("source 'synthetic' needs a 'synthetic' section")  # checked by the model
     recipes = [r for r in demo_recipes() if not syn.tiles or r.tile_id in syn.tiles]
     with rasterio.Env():
-        written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed)
-    return written.products, [], inputs.clc_path or written.clc
+        written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed, s1=syn.s1)
+    return Discovered(written.products, [], inputs.clc_path or written.clc, written.s1)
