@@ -231,7 +231,8 @@ def encode_archive(
         root: Archive root (``metadata.parquet``, ``BigEarthNet-S2/``, optional
             ``Reference_Maps/``).
         out: Output folder (the LMDB and the metadata beside it).
-        s1_root: Optional ``BigEarthNet-S1`` folder; each patch's ``s1_name`` is encoded.
+        s1_root: A ``BigEarthNet-S1`` folder whose patches each ``s1_name`` names; default: the
+            archive's own ``BigEarthNet-S1/`` when it holds any.
         on_patch: Called with the number of patches encoded (progress).
         workers: Reading processes (default 1: on the 2-core build machine, two processes were
             slower on the demo's 1,922 patches, the LMDB writes of this process being the
@@ -247,6 +248,9 @@ def encode_archive(
         log.info("%s already encoded", out)
         return EncodeSummary(len(meta), db, skipped=True)
     s2_root = _s2_root(root)
+    own_s1 = root / archive.S1_DIR
+    if s1_root is None and own_s1.is_dir() and any(own_s1.iterdir()):
+        s1_root = own_s1  # the archive's own S1 half (a reproduction with s1)
     has_refmaps = (root / archive.REFMAP_DIR).is_dir()
     s1 = _s1_folders(s1_root) if s1_root is not None else {}
     if s1_root is not None and not s1:

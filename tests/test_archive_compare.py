@@ -111,3 +111,61 @@ def test_missing_metadata_is_a_clear_error(built, tmp_path):
     result = CliRunner().invoke(main, ["compare", str(built), "--reference", str(tmp_path)])
     assert result.exit_code == 2
     assert "metadata.parquet: not found" in result.output
+
+
+def test_the_s1_half_is_compared_pixel_by_pixel(tmp_path):
+    """Pairs placed by the S1 stage: a changed pixel and a missing file are each a difference."""
+    from datetime import datetime
+
+    import rasterio
+
+    from ben_builder.archive.finalize import finalize
+    from ben_builder.chain.s1 import attach_s1, s1_folder
+    from ben_builder.sources.synthetic.products import ProductRecipe
+    from ben_builder.sources.synthetic.s1 import s1_patches
+    from ben_builder.sources.synthetic.writer import scene_for, write_dataset
+
+    vnj = ProductRecipe(
+        "T35VNJ", "L2A", "02.06", datetime(2018, 2, 4, 9, 41, 59), mission="S2B", relative_orbit=36
+    )
+    with rasterio.Env():
+        source = write_dataset([vnj], tmp_path / "inputs", size_px=1260, seed=0, s1=True).s1
+    scene = scene_for("T35VNJ", 1260, 0)
+    g = scene.geometry
+    frame = pd.DataFrame(
+        [
+            {
+                "patch_id": f"{vnj.stem}_{p.x:02d}_{p.y:02d}",
+                "labels": ["Arable land"],
+                "split": "train",
+                "country": "Finland",
+                "s1_name": p.s1_name,
+                "s2v1_name": p.s2v1_name,
+                "contains_seasonal_snow": False,
+                "contains_cloud_or_shadow": False,
+                "epsg": g.epsg,
+                "ulx_m": g.ulx_m + 1200 * p.x,
+                "uly_m": g.uly_m - 1200 * p.y,
+            }
+            for p in s1_patches(vnj, scene)
+        ]
+    )
+    built, reference = tmp_path / "built", tmp_path / "reference"
+    for root in (built, reference):
+        finalize(root, frame.copy())
+        assert not attach_s1(root, frame, source).failures
+    assert compare_archives(built, reference).identical
+    a, b = frame["s1_name"].iloc[:2]
+    with rasterio.open(s1_folder(reference, a) / f"{a}_VH.tif") as ds:
+        values, profile = ds.read(1), ds.profile
+    values[5, 7] += 1.0
+    changed = s1_folder(reference, a) / f"{a}_VH.tif"
+    changed.unlink()  # a hard link to the source: write a new file, not through the link
+    with rasterio.open(changed, "w", **profile) as ds:
+        ds.write(values, 1)
+    (s1_folder(reference, b) / f"{b}_VV.tif").unlink()
+    c = compare_archives(built, reference)
+    assert not c.identical
+    assert c.files["S1"].differ == 2 and c.files["S1"].compared == 2 * len(frame)
+    assert any("1 pixels differ" in e for e in c.files["S1"].examples)
+    assert any("missing in reference" in e for e in c.files["S1"].examples)

@@ -225,7 +225,7 @@ def _stand_in(tmp_path: Path) -> tuple[Path, Path]:
 def l1c_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduction")
     with rasterio.Env():
-        written = write_dataset([VNJ, UUP, NOT_IN_V2], root, size_px=SIZE_PX, seed=0)
+        written = write_dataset([VNJ, UUP, NOT_IN_V2], root, size_px=SIZE_PX, seed=0, s1=True)
     # a broken L1C product of another v2 acquisition: its tile metadata is missing
     broken = root / "products" / "S2B_MSIL1C_20180204T094159_N0206_R036_T35VPK_20180204T115809.SAFE"
     shutil.copytree(written.products[0], broken)
@@ -246,6 +246,7 @@ def _config(tmp_path: Path, products: Path, clc: Path, exe: Path, **extra: objec
         },
         "cluster": {"kind": "local", "n_workers": 2},
         "report_samples": 0,
+        "s1": {"bigearthnet_v1": str(products.parent / "BigEarthNet-S1-v1.0")},
     }
     cfg.update(extra)
     path = tmp_path / "v2.yaml"
@@ -300,6 +301,15 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
         assert row.s1_name == pairs.get(expected), row.patch_id
         if row.s1_name is not None:
             assert row.s1_name.endswith(f"_{stem[-5:]}_{int(x)}_{int(y)}"), row.s1_name
+    # every pair's VV and VH where v2 puts them, the generated BigEarthNet-S1 v1.0 files
+    assert res.s1 is not None and res.s1.failures == [] and res.s1.placed > 100
+    source = root / "BigEarthNet-S1-v1.0"
+    for name in meta.s1_name.dropna():
+        folder = out / archive.S1_DIR / name.rsplit("_", 3)[0] / name
+        for pol in ("VV", "VH"):
+            assert (folder / f"{name}_{pol}.tif").read_bytes() == (
+                source / name / f"{name}_{pol}.tif"
+            ).read_bytes()
     unpaired = int(meta.s1_name.isna().sum())
     assert meta.s1_name.notna().sum() > 50
     assert (unpaired > 0) == any("no published Sentinel-1 pair" in w for w in res.warnings)
@@ -320,6 +330,7 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
     # a re-run does not call sen2cor again for the products it made
     before = {p: p.stat().st_mtime_ns for p in (out / archive.S2_DIR).rglob("*.tif")}
     again = run(load_config(tmp_path / "v2.yaml"), progress=False)
+    assert again.s1 is not None and again.s1.placed == 0 and again.s1.kept == res.s1.placed
     assert len(calls.read_text().splitlines()) == 4  # only the broken product, again
     assert [r.product for r in again.results if r.ok] == [r.product for r in res.results if r.ok]
     assert before == {p: p.stat().st_mtime_ns for p in (out / archive.S2_DIR).rglob("*.tif")}

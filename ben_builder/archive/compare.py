@@ -3,7 +3,8 @@
 Both sides are BigEarthNet-v2-layout folders. Compared: the Arrow schema of each metadata parquet,
 which patches each side has (and in which of the two parquets), every metadata column on the
 patches both have, and, where both sides have the GeoTIFF folders, every band file and reference
-map of those patches: pixels, size, data type, CRS and geotransform (identical bytes are taken as
+map of those patches and, where either side has a ``BigEarthNet-S1/``, the VV and VH of each
+patch's ``s1_name``: pixels, size, data type, CRS and geotransform (identical bytes are taken as
 equal without decoding).
 """
 
@@ -124,7 +125,24 @@ def _compare_tif(a: Path, b: Path) -> str | None:
     return None  # same georeferenced pixels, other encoding (tags, compression)
 
 
-def _patch_files(root: Path, patch_id: str) -> Iterable[tuple[str, Path]]:
+def _has_s1(root: Path) -> bool:
+    """Whether ``root``'s ``BigEarthNet-S1/`` holds any patch."""
+    s1 = root / archive.S1_DIR
+    return s1.is_dir() and any(s1.iterdir())
+
+
+def _patch_files(
+    root: Path, patch_id: str, s1_name: str | None = None
+) -> Iterable[tuple[str, Path]]:
+    """The files of a patch to compare: bands, reference map, and its S1 pair's VV and VH.
+
+    The S1 files are listed whenever ``s1_name`` is given, present or not, so a pair missing on
+    one side is a difference.
+    """
+    if s1_name:
+        folder = root / archive.S1_DIR / s1_name.rsplit("_", 3)[0] / s1_name
+        for pol in ("VV", "VH"):
+            yield "S1", folder / f"{s1_name}_{pol}.tif"
     product = product_of(patch_id)
     if (root / archive.S2_DIR).is_dir():
         folder = archive.patch_dir(root, product, patch_id)
@@ -177,9 +195,14 @@ def compare_archives(
         out.columns[col] = agreement
     for col in sorted(set(mb.columns) ^ set(mr.columns)):
         out.schema[f"column {col}"] = "only in " + ("built" if col in mb.columns else "reference")
+    with_s1 = "s1_name" in mb.columns and (_has_s1(built) or _has_s1(reference))
     for patch_id in common[::every]:
-        files_b = dict(((kind, p.name), p) for kind, p in _patch_files(built, patch_id))
-        files_r = dict(((kind, p.name), p) for kind, p in _patch_files(reference, patch_id))
+        s1 = mb.at[patch_id, "s1_name"] if with_s1 else None
+        s1_name = s1 if isinstance(s1, str) else None
+        files_b = dict(((kind, p.name), p) for kind, p in _patch_files(built, patch_id, s1_name))
+        files_r = dict(
+            ((kind, p.name), p) for kind, p in _patch_files(reference, patch_id, s1_name)
+        )
         for key in sorted(set(files_b) & set(files_r)):
             why = _compare_tif(files_b[key], files_r[key])
             out.files.setdefault(key[0], Agreement()).add(why is None, f"{key[1]}: {why}")

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
     "s1_root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="BigEarthNet-S1 folder: also encode each patch's s1_name (VV, VH).",
+    help="BigEarthNet-S1 folder: also encode each patch's s1_name (VV, VH); default: the "
+    "archive's own BigEarthNet-S1/ when it holds any.",
 )
 @click.option(
     "--workers",
