@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import rasterio
 from ben_builder import archive, specs
 from ben_builder.archive.finalize import finalize
 from ben_builder.chain.product import Options, process_product
+from ben_builder.chain.s1 import s1_folder
 from ben_builder.encode import encode_archive
 
 torchgeo_datasets = pytest.importorskip("torchgeo.datasets")
@@ -71,6 +73,69 @@ def test_torchgeo_bigearthnet_v2_reads_the_archive_unchanged(both_layouts):
             codes = _pixels(archive.refmap_path(root, patch_id.rsplit("_", 2)[0], patch_id))
             ordinal = np.vectorize(lambda c: torchgeo_datasets.BigEarthNetV2.clc_codes.get(c, c))
             np.testing.assert_array_equal(sample["mask"][0].numpy(), ordinal(codes))
+
+
+@pytest.fixture(scope="module")
+def reproduction_with_s1(tmp_path_factory):
+    """A BigEarthNet v2 reproduction of one v2 acquisition with its generated S1 half."""
+    import yaml
+
+    from ben_builder.chain.run import run
+    from ben_builder.config import load_config
+    from ben_builder.sources.synthetic.products import ProductRecipe
+    from ben_builder.sources.synthetic.writer import write_dataset
+
+    root = tmp_path_factory.mktemp("with-s1")
+    vnj = ProductRecipe(
+        "T35VNJ", "L2A", "02.06", datetime(2018, 2, 4, 9, 41, 59), mission="S2B", relative_orbit=36
+    )
+    with rasterio.Env():
+        written = write_dataset([vnj], root / "inputs", size_px=1260, seed=0, s1=True)
+    cfg = {
+        "name": "v2-s1",
+        "output": str(root / "archive"),
+        "reproduce": "bigearthnet-v2",
+        "inputs": {
+            "source": "local",
+            "products_dir": str(root / "inputs" / "products"),
+            "clc_path": str(written.clc),
+        },
+        "s1": {"bigearthnet_v1": str(written.s1)},
+        "cluster": {"kind": "local", "n_workers": 1},
+        "report_samples": 0,
+    }
+    (root / "v2.yaml").write_text(yaml.safe_dump(cfg))
+    result = run(load_config(root / "v2.yaml"), progress=False)
+    ok = [r for r in result.results if r.ok]
+    assert len(ok) == 1 and result.s1 is not None and not result.s1.failures
+    return root / "archive"
+
+
+@pytest.mark.parametrize("bands", ["all", "s1"])
+def test_torchgeo_bigearthnet_v2_reads_the_s1_half_of_a_reproduction(reproduction_with_s1, bands):
+    root = reproduction_with_s1
+    meta = pd.read_parquet(root / archive.METADATA)
+    assert meta["s1_name"].notna().all()  # no null in any column
+    assert not meta.isna().any().any()
+    seen = 0
+    for tg_split, split in TORCHGEO_SPLITS.items():
+        ds = torchgeo_datasets.BigEarthNetV2(root=str(root), split=tg_split, bands=bands)
+        rows = meta[meta["split"] == split].reset_index(drop=True)
+        assert len(ds) == len(rows)
+        for i in range(len(ds)):  # every sample
+            sample = ds[i]
+            s1 = sample["image_s1"] if bands == "all" else sample["image"]
+            name = rows.loc[i, "s1_name"]
+            folder = s1_folder(root, name)
+            assert s1.shape == (2, 120, 120)
+            for channel, pol in enumerate(("VH", "VV")):  # torchgeo sorts the file names
+                with rasterio.open(folder / f"{name}_{pol}.tif") as f:
+                    want = f.read(1, out_dtype="int32")  # as torchgeo reads them
+                np.testing.assert_array_equal(s1[channel].numpy(), want)
+            if bands == "all":
+                assert sample["image_s2"].shape == (12, 120, 120)
+            seen += 1
+    assert seen == len(meta) > 0
 
 
 def test_torchgeo_bigearthnet_v1_reads_the_v1_layout_and_split_files(both_layouts):
