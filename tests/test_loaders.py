@@ -203,3 +203,33 @@ def test_configilm_reads_the_encoded_folder_with_cloudy_and_snowy_patches(both_l
     sizes = [int((meta["split"] == s).sum()) for s in ("train", "validation", "test")]
     assert list(got["split_sizes"]) == sizes
     assert list(got["batch_shape"]) == [8, len(channels), 120, 120]
+
+
+def test_configilm_reads_the_s1_bands_of_an_encoded_reproduction(reproduction_with_s1, tmp_path):
+    """``encode`` takes the archive's own BigEarthNet-S1/; configilm's S1 band group reads it."""
+    if not CONFIGILM_PYTHON.exists():
+        pytest.skip("configilm's environment is missing: run `make configilm-env`")
+    root = reproduction_with_s1
+    encoded = tmp_path / "encoded"
+    summary = encode_archive(root, encoded)  # no s1_root: the archive's own
+    meta = pd.concat(
+        [pd.read_parquet(root / archive.METADATA), pd.read_parquet(root / archive.FLAGGED)]
+    )
+    assert summary.s1_patches == len(meta) > 0
+    dump = tmp_path / "configilm.npz"
+    script = REPO / "tests" / "compat" / "configilm_read.py"
+    subprocess.run(
+        [str(CONFIGILM_PYTHON), str(script), str(encoded), str(dump), "12"],
+        check=True,
+        capture_output=True,
+    )
+    got = np.load(dump)
+    channels = list(got["channel_order"])
+    assert channels[:2] == ["VV", "VH"] and len(channels) == 12
+    s1_of = dict(zip(meta["patch_id"], meta["s1_name"], strict=True))
+    assert len(got["image_names"]) > 0
+    for name, image in zip(got["image_names"], got["images"], strict=True):
+        s1 = s1_of[name]
+        for c, pol in enumerate(("VV", "VH")):
+            with rasterio.open(s1_folder(root, s1) / f"{s1}_{pol}.tif") as f:
+                np.testing.assert_array_equal(image[c], f.read(1))

@@ -4,8 +4,9 @@ Runs in configilm's own environment (``.venv-configilm``, made by ``make configi
 pins, numpy<2 and pyarrow<13, cannot share the project's environment). The test
 ``tests/test_configilm.py`` runs this script and compares its output with the archive's files.
 
-Usage: ``configilm_read.py ENCODED OUT.npz``, or ``configilm_read.py --rate N ENCODED`` to print
-the patches per second of the dataset on N train patches (``benchmarks/bench_loaders.py``).
+Usage: ``configilm_read.py ENCODED OUT.npz [CHANNELS]`` (10: the 10 and 20 m bands, the default;
+12: those and Sentinel-1's VV and VH), or ``configilm_read.py --rate N ENCODED`` to print the
+patches per second of the dataset on N train patches (``benchmarks/bench_loaders.py``).
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ def rate(encoded: Path, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def main(encoded: Path, out: Path) -> None:
+def main(encoded: Path, out: Path, channels: int = 10) -> None:
     """Load every patch (flagged ones included) and the datamodule's three splits."""
     data_dirs = data_dirs_of(encoded)
     ds = BENv2DataSet(
         data_dirs,
         split=None,
-        img_size=(10, 120, 120),
+        img_size=(channels, 120, 120),
         include_cloudy=True,
         include_snowy=True,
         return_extras=True,
@@ -63,7 +64,9 @@ def main(encoded: Path, out: Path) -> None:
         if i % EVERY == 0:
             kept_names.append(name)
             images.append(np.asarray(img))
-    dm = BENv2DataModule(data_dirs, batch_size=8, img_size=(10, 120, 120), num_workers_dataloader=0)
+    dm = BENv2DataModule(
+        data_dirs, batch_size=8, img_size=(channels, 120, 120), num_workers_dataloader=0
+    )
     dm.setup(None)
     batch = next(iter(dm.train_dataloader()))
     np.savez(
@@ -83,4 +86,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--rate":
         print(rate(Path(sys.argv[3]), int(sys.argv[2])))
     else:
-        main(Path(sys.argv[1]), Path(sys.argv[2]))
+        main(Path(sys.argv[1]), Path(sys.argv[2]), *(int(a) for a in sys.argv[3:4]))
