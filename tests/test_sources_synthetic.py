@@ -19,3 +19,33 @@ def test_synthetic_products_follow_their_recipe(tmp_path, synthetic):
     assert first.stat().st_mtime_ns == mtime  # same recipe and scene: kept
     again = write_product(recipe, scene_for(recipe.tile_id, 1320, 0), tmp_path)
     assert again == first and open_product(again).tile.size_m == 13_200
+
+
+def test_manifests_switch_to_sha3_with_baseline_03_01_and_either_case_verifies(synthetic, tmp_path):
+    """MD5 before 03.01, SHA3-256 from it (real: 02.14 MD5, 04.00 and 05.09 SHA3-256)."""
+    import re
+    import shutil
+
+    from ben_builder.product.verify import verify_product
+    from ben_builder.sources.synthetic.writer import manifest_algorithm
+
+    assert [manifest_algorithm(b) for b in ("02.14", "03.00", "03.01", "04.00", "05.09")] == [
+        "MD5",
+        "MD5",
+        "SHA3-256",
+        "SHA3-256",
+        "SHA3-256",
+    ]
+    recipe = synthetic.find(tile_id="T34VER", level="L1C")  # baseline 04.00, a folder
+    product = tmp_path / synthetic.path_of(recipe).name
+    shutil.copytree(synthetic.path_of(recipe), product)
+    manifest = (product / "manifest.safe").read_text()
+    assert 'checksumName="SHA3-256"' in manifest and 'checksumName="MD5"' not in manifest
+    # hex digits in mixed case, as a real 04.00 product lists them: still verified
+    mixed = re.sub(
+        r'(checksumName="SHA3-256">)([0-9A-Fa-f]+)',
+        lambda m: m[1] + "".join(c.lower() if i % 2 else c.upper() for i, c in enumerate(m[2])),
+        manifest,
+    )
+    (product / "manifest.safe").write_text(mixed)
+    assert verify_product(product).algorithms == ("SHA3-256",)

@@ -410,9 +410,16 @@ def write_image(
         ds.write(arr)
 
 
+#: The first baseline whose ``manifest.safe`` lists SHA3-256 instead of MD5: 03.01, deployed on
+#: 30 June 2021 (real products: 02.14 of January 2021 lists MD5; a 04.00 of October 2022 and
+#: 05.09 list SHA3-256; the first reports of SHA3-256 manifests date from July 2021). Readers take
+#: the algorithm from the manifest itself.
+SHA3_BASELINE = (3, 1)
+
+
 def manifest_algorithm(baseline: str) -> str:
-    """Checksum algorithm of ``manifest.safe``: MD5 before baseline 05.00, SHA3-256 from it."""
-    return "SHA3-256" if tuple(int(v) for v in baseline.split(".")) >= (5, 0) else "MD5"
+    """Checksum algorithm of ``manifest.safe``: MD5 before baseline 03.01, SHA3-256 from it."""
+    return "SHA3-256" if tuple(int(v) for v in baseline.split(".")) >= SHA3_BASELINE else "MD5"
 
 
 def manifest_xml(safe: Path, algorithm: str, level: str) -> str:
