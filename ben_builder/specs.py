@@ -161,9 +161,8 @@ class ScreeningSpec(_Frozen):
     exclude_flagged: bool
     scl_cloud_or_shadow: tuple[int, ...]
     scl_snow: tuple[int, ...]
-    scl_nodata: tuple[int, ...]
 
-    @field_validator("scl_cloud_or_shadow", "scl_snow", "scl_nodata")
+    @field_validator("scl_cloud_or_shadow", "scl_snow")
     @classmethod
     def _scl_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if any(not 0 <= x <= 11 for x in v):
