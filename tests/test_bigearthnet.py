@@ -399,10 +399,14 @@ def test_a_reproduction_takes_v2s_countries_from_the_shipped_natural_earth(tmp_p
             "ulx_m": [699960.0],
             "uly_m": [5553240.0],
             "tile_id": ["T31UGR"],
-            "s2v1_name": ["S2A_MSIL2A_20170717T103021_0_39"],
+            "patch_id": ["S2B_MSIL2A_20171015T104009_N9999_R008_T31UGR_00_39"],
+            "s2v1_name": ["S2B_MSIL2A_20171015T104009_0_39"],
+            "s1_name": [None],
         }
     )
-    assert apply(frame)["country"].tolist() == ["Belgium"]
+    applied = apply(frame.copy())
+    assert applied["country"].tolist() == ["Belgium"]
+    assert applied["s1_name"].tolist() == ["S1A_IW_GRDH_1SDV_20171016T055031_31UGR_0_39"]
     new_archive = metadata_rules(
         config.model_copy(update={"reproduce": None}), bigearthnet.reproduction(None)
     )
