@@ -9,9 +9,9 @@ needs:
   of the 115 products the v1 name's time differs from the product's sensing time (another second,
   or an hour without its leading zero), and a formula makes names of different tiles collide.
 - :func:`cloud_or_shadow_names` and :func:`snow_names`: the v1 patches v2 flags.
-- :func:`read_boundaries` and :func:`closest_country`: v2's country rule, the closest of the ten
-  BigEarthNet countries (Natural Earth admin-0 1:110m, v5.1.2) to each patch, so sea patches get
-  a country too.
+- :data:`COUNTRIES` and :attr:`Reproduction.country_rule`: v2's countries, the ten BigEarthNet
+  countries nearest to each patch square (Natural Earth admin-0 1:110m, v5.1.2), so sea patches
+  get one too (the rules live in :mod:`ben_builder.patches.countries`).
 - :func:`v2_stem` and :func:`v2_l1c_products`: which L1C products v2 was made from and the names
   its patches carry (sen2cor output, baseline ``N9999``).
 
@@ -25,16 +25,16 @@ import csv
 import functools
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from ben_builder.config import ProductListFilter
 from ben_builder.errors import SpecError
+from ben_builder.patches.countries import CountryRule
 from ben_builder.product.names import acquisition
 from ben_builder.specs import specs_dir
 
@@ -65,11 +65,6 @@ V1_S2_S1_PAIRS = "v1_s2_s1_pairs.csv.bz2"
 LOCAL_BASELINE = "N9999"
 
 _PATCH_RE = re.compile(r"^(?P<product>.+)_(?P<x>\d+)_(?P<y>\d+)$")
-
-
-def natural_earth() -> Path:
-    """Natural Earth's admin-0 countries at 1:110m, v5.1.2, as shipped (the file v2 used)."""
-    return specs_dir() / "naturalearth" / "ne_110m_admin_0_countries.shp"
 
 
 def data_dir() -> Path:
@@ -200,113 +195,6 @@ def v1_name(patch_id: str) -> str | None:
     if not m:
         raise SpecError(f"{patch_id!r} is not a patch name <product>_<x>_<y>")
     return v1_names_of(m["product"]).get((int(m["x"]), int(m["y"])))
-
-
-CountryRule = Literal["closest", "within", "square"]
-
-
-def read_boundaries(
-    path: Path, field: str = "NAME", candidates: Sequence[str] | None = COUNTRIES
-) -> Any:
-    """Country polygons from a boundaries file, one (dissolved) row per candidate country.
-
-    Args:
-        path: Any vector file GDAL reads (shapefile, GeoPackage, GeoJSON); v2 used Natural Earth's
-            admin-0 countries at 1:110m, v5.1.2.
-        field: The attribute holding the country name (matched case-insensitively: ``NAME`` in
-            Natural Earth's files, ``name`` in its low-resolution copies).
-        candidates: Country names to choose among; None for every feature of the file.
-
-    Returns:
-        A GeoDataFrame with columns ``country`` and ``geometry``, sorted by country.
-
-    Raises:
-        SpecError: the file cannot be read, lacks the field, or lacks a candidate country.
-    """
-    import geopandas as gpd
-
-    try:
-        borders = gpd.read_file(path)
-    except Exception as exc:  # pyogrio raises its own DataSourceError, OSError, ...
-        raise SpecError(f"{path}: cannot read country boundaries ({exc})") from exc
-    by_lower = {str(c).lower(): str(c) for c in borders.columns}
-    if field.lower() not in by_lower:
-        fields = [c for c in borders.columns if c != "geometry"]
-        raise SpecError(f"{path}: no field {field!r} (fields: {fields}); set countries.field")
-    borders = borders.rename(columns={by_lower[field.lower()]: "country"})
-    borders = borders[["country", "geometry"]]
-    if candidates is not None:
-        absent = sorted(set(candidates) - set(borders["country"]))
-        if absent:
-            raise SpecError(
-                f"{path}: no feature named {absent} in field {field!r}; "
-                "set countries.candidates or use a file that has them"
-            )
-        borders = borders[borders["country"].isin(candidates)]
-    return borders.dissolve(by="country").reset_index().sort_values("country")
-
-
-def closest_country(frame: pd.DataFrame, borders: Any, rule: CountryRule = "closest") -> pd.Series:
-    """Country of each patch, measured in the patch's own UTM zone.
-
-    Rules:
-        ``square`` (the published v2's): the country nearest to the whole 1,200 m patch square;
-            a square at distance 0 from several (it touches a border) goes to the one of the
-            largest area (Serbia over Kosovo, Belgium over Luxembourg). Sea patches get one.
-        ``closest``: the country nearest to the patch centre (distance 0 inside it; ties to the
-            first name in alphabetical order). Sea patches get one.
-        ``within``: the country containing the patch centre; None outside every country.
-
-    Args:
-        frame: Columns ``epsg``, ``ulx_m``, ``uly_m`` (patch upper-left corners, 1,200 m patches).
-        borders: From :func:`read_boundaries`.
-        rule: ``square``, ``closest`` or ``within``.
-    """
-    import geopandas as gpd
-
-    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    for epsg, group in frame.groupby("epsg"):
-        local = borders.to_crs(f"EPSG:{epsg}").reset_index(drop=True)
-        if rule == "square":
-            out.loc[group.index] = _nearest_to_square(group, local)
-            continue
-        pts = gpd.GeoDataFrame(
-            index=group.index,
-            geometry=gpd.points_from_xy(
-                group["ulx_m"] + PATCH_HALF_M, group["uly_m"] - PATCH_HALF_M
-            ),
-            crs=f"EPSG:{epsg}",
-        )
-        if rule == "closest":
-            joined = gpd.sjoin_nearest(pts, local, how="left")
-        else:
-            joined = gpd.sjoin(pts, local, how="left", predicate="within")
-        joined = joined.sort_values("country", kind="stable")
-        joined = joined[~joined.index.duplicated(keep="first")]
-        for idx, country in joined["country"].items():
-            out.at[idx] = country if isinstance(country, str) else None
-    return out
-
-
-#: Half the side of a patch (its centre from its corner).
-PATCH_HALF_M = 600.0
-
-
-def _nearest_to_square(group: pd.DataFrame, local: Any) -> list[str]:
-    """The country nearest to each patch square of ``group`` (ties: the largest country)."""
-    import shapely
-
-    x0 = group["ulx_m"].to_numpy(float)
-    y0 = group["uly_m"].to_numpy(float)
-    squares = shapely.box(x0, y0 - 2 * PATCH_HALF_M, x0 + 2 * PATCH_HALF_M, y0)
-    # largest first, so the first of the nearest is the largest among equally near countries
-    by_area = local.assign(area=local.geometry.area).sort_values(
-        ["area", "country"], ascending=[False, True]
-    )
-    geoms = np.asarray(by_area.geometry.values)
-    names = by_area["country"].to_numpy(dtype=object)
-    distance = shapely.distance(squares[:, None], geoms[None, :])
-    return [str(n) for n in names[np.argmin(distance, axis=1)]]
 
 
 @dataclass(frozen=True)

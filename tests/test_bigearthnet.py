@@ -27,6 +27,7 @@ from ben_builder import archive, bigearthnet
 from ben_builder.chain.run import run
 from ben_builder.config import load_config
 from ben_builder.errors import SpecError
+from ben_builder.patches import countries
 from ben_builder.patches.tiles import tile_geometry
 from ben_builder.sources.synthetic.products import ProductRecipe
 from ben_builder.sources.synthetic.writer import write_dataset
@@ -117,7 +118,7 @@ def test_reference_lists_match_the_published_facts():
 
 def _natural_earth_110m() -> Path:
     """Natural Earth 1:110m admin-0 countries, as v2 used them (shipped in ``data_specs``)."""
-    return bigearthnet.natural_earth()
+    return countries.natural_earth()
 
 
 def _patches(points: list[tuple[int, float, float]]) -> pd.DataFrame:
@@ -139,14 +140,14 @@ def test_closest_country_on_natural_earth_110m():
             (32629, 720_000, 5_930_000),  # Irish Sea near Dublin
         ]
     )
-    ten = bigearthnet.read_boundaries(ne, field="NAME")
+    ten = countries.read_boundaries(ne, field="NAME", candidates=bigearthnet.COUNTRIES)
     assert len(ten) == 10
-    got = bigearthnet.closest_country(frame, ten)
+    got = countries.closest_country(frame, ten)
     assert got.tolist() == ["Austria", "Portugal", "Austria", "Finland", "Lithuania", "Ireland"]
-    within = bigearthnet.closest_country(frame, ten, rule="within")
+    within = countries.closest_country(frame, ten, rule="within")
     assert within.tolist() == ["Austria", None, None, "Finland", None, None]
-    every = bigearthnet.read_boundaries(ne, field="name", candidates=None)
-    assert bigearthnet.closest_country(frame, every, rule="within")[2] == "Germany"
+    every = countries.read_boundaries(ne, field="name", candidates=None)
+    assert countries.closest_country(frame, every, rule="within")[2] == "Germany"
 
 
 @pytest.mark.real_data
@@ -168,9 +169,9 @@ def test_the_square_rule_differs_from_the_centre_on_the_89_published_border_patc
     v2["epsg"] = [tiles[t].epsg for t in v2["tile"]]
     v2["ulx_m"] = [tiles[t].ulx_m + 1200 * x for t, x in zip(v2["tile"], v2["x"], strict=True)]
     v2["uly_m"] = [tiles[t].uly_m - 1200 * y for t, y in zip(v2["tile"], v2["y"], strict=True)]
-    ten = bigearthnet.read_boundaries(bigearthnet.natural_earth())
-    centre = bigearthnet.closest_country(v2, ten, "closest")
-    square = bigearthnet.closest_country(v2, ten, "square")
+    ten = countries.read_boundaries(countries.natural_earth(), candidates=bigearthnet.COUNTRIES)
+    centre = countries.closest_country(v2, ten, "closest")
+    square = countries.closest_country(v2, ten, "square")
     moved = v2[centre != square].assign(centre=centre, published=square)
     counts = moved.groupby(["tile", "centre", "published"]).size().to_dict()
     assert counts == {
@@ -198,14 +199,14 @@ def test_closest_country_errors_and_ties(tmp_path):
     path = _write_boundaries(tmp_path / "b.gpkg")
     frame = _patches([(32633, 300_600, 5_399_400)])
     with pytest.raises(SpecError, match="no field 'ADMIN'"):
-        bigearthnet.read_boundaries(path, field="ADMIN")
+        countries.read_boundaries(path, field="ADMIN")
     with pytest.raises(SpecError, match=r"no feature named \['Belgium'"):
-        bigearthnet.read_boundaries(path)
+        countries.read_boundaries(path, candidates=bigearthnet.COUNTRIES)
     with pytest.raises(SpecError, match="cannot read country boundaries"):
-        bigearthnet.read_boundaries(tmp_path / "absent.gpkg", candidates=None)
+        countries.read_boundaries(tmp_path / "absent.gpkg", candidates=None)
     # inside both Germany and Austria's boxes: the tie goes to the first name
-    both = bigearthnet.read_boundaries(path, candidates=("Germany", "Austria"))
-    assert bigearthnet.closest_country(frame, both).tolist() == ["Austria"]
+    both = countries.read_boundaries(path, candidates=("Germany", "Austria"))
+    assert countries.closest_country(frame, both).tolist() == ["Austria"]
 
 
 def _stand_in(tmp_path: Path) -> tuple[Path, Path]:

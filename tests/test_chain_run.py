@@ -226,7 +226,7 @@ def test_countries_from_a_boundaries_file(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from ben_builder.bigearthnet import closest_country, read_boundaries
+    from ben_builder.patches.countries import closest_country, read_boundaries
 
     borders = gpd.GeoDataFrame(
         {"country": ["West", "East"]},

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ben_builder import bigearthnet, specs
-from ben_builder.bigearthnet import CountryRule, Reproduction
+from ben_builder import specs
+from ben_builder.bigearthnet import Reproduction
 from ben_builder.config import CountrySettings, RunConfig
+from ben_builder.patches.countries import (
+    CountryRule,
+    closest_country,
+    natural_earth,
+    read_boundaries,
+)
 from ben_builder.sources.local import read_name_list
 
 #: How many patch names a note lists before it only counts.
@@ -52,8 +58,8 @@ class MetadataRules:
             candidates = countries.candidates
             if candidates is None:
                 candidates = rules.country_candidates
-            path = countries.path or bigearthnet.natural_earth()
-            self.borders = bigearthnet.read_boundaries(path, countries.field, candidates)
+            path = countries.path or natural_earth()
+            self.borders = read_boundaries(path, countries.field, candidates)
         self.notes: list[str] = []
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -63,7 +69,7 @@ class MetadataRules:
             frame["contains_seasonal_snow"] = frame["s2v1_name"].isin(self.lists[1])
             frame["flagged"] = frame["contains_cloud_or_shadow"] | frame["contains_seasonal_snow"]
         if self.borders is not None and len(frame):
-            frame["country"] = bigearthnet.closest_country(frame, self.borders, self.rule)
+            frame["country"] = closest_country(frame, self.borders, self.rule)
         elif len(frame):
             frame["country"] = frame["tile_id"].map(self.tile_country).astype(object)
             frame.loc[frame["country"].isna(), "country"] = None
