@@ -170,30 +170,6 @@ class ScreeningSpec(_Frozen):
         return v
 
 
-class Tile(_Frozen):
-    """A Sentinel-2 (MGRS) tile the synthetic generator knows."""
-
-    tile_id: str = Field(pattern=r"^T\d{2}[C-X][A-Z]{2}$")
-    epsg: int
-    ulx_m: float
-    uly_m: float
-    country: str | None = None
-
-
-class TileList(_Frozen):
-    """Known tiles (``tiles.yaml``)."""
-
-    tiles: tuple[Tile, ...]
-
-    def get(self, tile_id: str) -> Tile:
-        """Return the tile ``tile_id`` or raise :class:`SpecError` listing the known ones."""
-        for t in self.tiles:
-            if t.tile_id == tile_id:
-                return t
-        known = ", ".join(t.tile_id for t in self.tiles)
-        raise SpecError(f"unknown tile {tile_id!r}; tiles.yaml knows {known}")
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -248,9 +224,3 @@ def nomenclature() -> Nomenclature:
 def screening() -> ScreeningSpec:
     """The screening thresholds from ``screening.yaml`` (cached)."""
     return load_spec(ScreeningSpec, "screening.yaml")
-
-
-@functools.cache
-def tiles() -> TileList:
-    """The tiles the synthetic generator knows, from ``tiles.yaml`` (cached)."""
-    return load_spec(TileList, "tiles.yaml")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ben_builder import specs
 from ben_builder.bigearthnet import Reproduction
 from ben_builder.config import CountrySettings, RunConfig
 from ben_builder.patches.countries import (
@@ -27,10 +26,11 @@ class MetadataRules:
     """The rules applied to the combined rows of an archive before they are written.
 
     Flags come from the configured name lists, else from the reproduction's published lists,
-    else they stay as screening set them. Countries come from the configured boundaries (a
-    reproduction's default: the shipped Natural Earth, its candidates and rule), else from
-    ``data_specs/tiles.yaml`` per tile. A reproduction's ``s1_name`` comes from the published
-    pairs; a patch without one is noted (:attr:`notes`), since every published patch has one.
+    else they stay as screening set them. Countries come from the configured boundaries, by
+    default the shipped Natural Earth with every country and the ``closest`` rule (a
+    reproduction's default: the ten BigEarthNet countries and v2's ``square`` rule). A
+    reproduction's ``s1_name`` comes from the published pairs; a patch without one is noted
+    (:attr:`notes`), since every published patch has one.
 
     Raises:
         SpecError: a list, the pairs or the boundaries file cannot be read (at construction,
@@ -44,22 +44,17 @@ class MetadataRules:
             self.lists = (read_name_list(flags.cloud_or_shadow), read_name_list(flags.snow))
         else:
             self.lists = rules.flag_lists()
-        self.tile_country = {t.tile_id: t.country for t in specs.tiles().tiles}
         self.s1 = rules.s1_pairs()
-        countries = config.countries
-        if countries is None and rules.release is not None:  # v2's countries, shipped
-            countries = CountrySettings()
-        self.borders = None
-        self.rule: CountryRule = "closest"
-        if countries is not None:
-            self.rule = countries.rule
-            if "rule" not in countries.model_fields_set:
-                self.rule = rules.country_rule or self.rule
-            candidates = countries.candidates
-            if candidates is None:
-                candidates = rules.country_candidates
-            path = countries.path or natural_earth()
-            self.borders = read_boundaries(path, countries.field, candidates)
+        countries = config.countries or CountrySettings()  # the shipped Natural Earth by default
+        self.rule: CountryRule = countries.rule
+        if "rule" not in countries.model_fields_set:
+            self.rule = rules.country_rule or self.rule
+        candidates = countries.candidates
+        if candidates is None:
+            candidates = rules.country_candidates
+        self.borders = read_boundaries(
+            countries.path or natural_earth(), countries.field, candidates
+        )
         self.notes: list[str] = []
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -68,11 +63,8 @@ class MetadataRules:
             frame["contains_cloud_or_shadow"] = frame["s2v1_name"].isin(self.lists[0])
             frame["contains_seasonal_snow"] = frame["s2v1_name"].isin(self.lists[1])
             frame["flagged"] = frame["contains_cloud_or_shadow"] | frame["contains_seasonal_snow"]
-        if self.borders is not None and len(frame):
+        if len(frame):
             frame["country"] = closest_country(frame, self.borders, self.rule)
-        elif len(frame):
-            frame["country"] = frame["tile_id"].map(self.tile_country).astype(object)
-            frame.loc[frame["country"].isna(), "country"] = None
         if self.s1 is not None and len(frame):
             self._pair(frame, self.s1)
         return frame

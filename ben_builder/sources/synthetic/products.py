@@ -13,7 +13,7 @@ class ProductRecipe:
     """What one synthetic product looks like.
 
     Attributes:
-        tile_id: MGRS tile id (must be in ``data_specs/tiles.yaml``).
+        tile_id: Any valid Sentinel-2 tile id (its corner comes from its MGRS square).
         level: ``"L1C"`` or ``"L2A"``.
         baseline: Processing baseline, ``"02.05"`` style; from ``"04.00"`` on, bands carry an
             offset.

@@ -27,6 +27,7 @@ from pyproj import Transformer
 from ben_builder import __version__, specs
 from ben_builder.files import write_bytes, write_parquet
 from ben_builder.patches.grid import TileGeometry
+from ben_builder.patches.tiles import tile_geometry
 from ben_builder.product.safe import IMAGE_FORMATS
 from ben_builder.product.verify import ALGORITHMS
 from ben_builder.sources.synthetic.products import ProductRecipe
@@ -353,9 +354,9 @@ def check_size_px(size_px: int) -> None:
 
 
 def scene_for(tile_id: str, size_px: int, seed: int) -> Scene:
-    """The scene of a known tile, ``size_px`` pixels (10 m) square."""
+    """The scene of any Sentinel-2 tile (its real corner), ``size_px`` pixels (10 m) square."""
     check_size_px(size_px)
-    t = specs.tiles().get(tile_id)
+    t = tile_geometry(tile_id)
     geom = TileGeometry(epsg=t.epsg, ulx_m=t.ulx_m, uly_m=t.uly_m, size_m=size_px * 10.0)
     return make_scene(tile_id, geom, seed)
 
