@@ -7,13 +7,13 @@ pipeline runs the same from any working directory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ben_builder.specs import load_yaml, parse_model
+from ben_builder.specs import check_tile_id, load_yaml, parse_model
 
 
 class _Model(BaseModel):
@@ -38,10 +38,25 @@ class SyntheticInputs(_Model):
     dir: Path = Field(description="Where products/, clc/ and ground_truth/ are written.")
     size_px: int = Field(2460, gt=0, multiple_of=6)
     seed: int = 0
-    tiles: tuple[str, ...] = ()
+    tiles: tuple[str, ...] = Field(
+        (), description="Any Sentinel-2 tiles (default: the demo set's two)."
+    )
+    sensing_time: datetime | None = Field(
+        None,
+        description="Make one product per tile from one datatake sensed then (default: the demo "
+        "products; tiles outside the demo set make a datatake at 2021-07-14T10:56:21).",
+    )
+    level: Literal["L1C", "L2A"] = Field("L2A", description="Level of a datatake's products.")
     s1: bool = Field(
         False, description="Also write a BigEarthNet-S1 v1.0 folder of the products' S1 patches."
     )
+
+    @field_validator("tiles")
+    @classmethod
+    def _tile_ids(cls, tiles: tuple[str, ...]) -> tuple[str, ...]:
+        for tile in tiles:
+            check_tile_id(tile)
+        return tiles
 
 
 class ProductListFilter(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -224,3 +225,27 @@ def nomenclature() -> Nomenclature:
 def screening() -> ScreeningSpec:
     """The screening thresholds from ``screening.yaml`` (cached)."""
     return load_spec(ScreeningSpec, "screening.yaml")
+
+
+TILE_ID_RE = re.compile(
+    r"^T(?P<zone>0[1-9]|[1-5]\d|60)(?P<band>[C-HJ-NP-X])(?P<square>[A-HJ-NP-Z][A-HJ-NP-V])$"
+)
+
+
+def check_tile_id(tile_id: str) -> str:
+    """``tile_id`` if it is a valid Sentinel-2 tile id (``T`` + zone + band + square).
+
+    Raises:
+        SpecError: not a tile id, with a hint for the common slips (no ``T``, lower case).
+    """
+    if TILE_ID_RE.match(tile_id):
+        return tile_id
+    hint = ""
+    if TILE_ID_RE.match("T" + tile_id.upper()):
+        hint = f"; did you mean T{tile_id.upper()}?"
+    elif TILE_ID_RE.match(tile_id.upper()):
+        hint = f"; did you mean {tile_id.upper()}?"
+    raise SpecError(
+        f"{tile_id!r} is not a Sentinel-2 tile id: T, the UTM zone 01-60, a latitude band C-X and "
+        f"a 100 km square, e.g. T33UUP{hint}"
+    )

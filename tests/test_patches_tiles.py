@@ -7,7 +7,8 @@ import re
 import pytest
 
 from ben_builder.errors import SpecError
-from ben_builder.patches.tiles import check_tile_id, tile_geometry
+from ben_builder.patches.tiles import tile_geometry
+from ben_builder.specs import check_tile_id
 from tests.real_products import real_products
 
 

@@ -49,3 +49,45 @@ def test_manifests_switch_to_sha3_with_baseline_03_01_and_either_case_verifies(s
     )
     (product / "manifest.safe").write_text(mixed)
     assert verify_product(product).algorithms == ("SHA3-256",)
+
+
+def test_synth_makes_one_datatake_over_any_tiles(tmp_path):
+    """Two Spanish tiles of one overpass: same sensing time and orbit, real corners, one CLC."""
+    from click.testing import CliRunner
+
+    from ben_builder.cli import main
+    from ben_builder.patches import clc
+    from ben_builder.patches.tiles import tile_geometry
+    from ben_builder.product.safe import open_product
+    from ben_builder.specs import clc as clc_spec
+
+    args = [
+        "synth",
+        "--out",
+        str(tmp_path),
+        "--tile",
+        "T30TVK",
+        "--tile",
+        "T30TUK",
+        "--level",
+        "L2A",
+        "--sensing-time",
+        "2021-07-14T10:56:21",
+        "--size-px",
+        "600",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "2 products" in res.output
+    products = sorted(p for p in (tmp_path / "products").iterdir() if p.name.endswith(".SAFE"))
+    assert len(products) == 2
+    opened = [open_product(p) for p in products]
+    assert {p.name.tile_id for p in opened} == {"T30TUK", "T30TVK"}
+    assert len({(p.name.sensing_time, p.name.relative_orbit, p.level) for p in opened}) == 1
+    for p in opened:
+        real = tile_geometry(p.name.tile_id)
+        assert (p.tile.epsg, p.tile.ulx_m, p.tile.uly_m) == (real.epsg, real.ulx_m, real.uly_m)
+        polygons = clc.read_clc(tmp_path / "clc" / clc_spec().source.file, p.tile, clc_spec())
+        assert len(polygons) > 0  # the CLC covers every tile
+    bad = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x"), "--tile", "30TVK"])
+    assert bad.exit_code == 2 and "did you mean T30TVK" in bad.output

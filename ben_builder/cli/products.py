@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -55,23 +56,53 @@ duplicates_opt = click.option(
     "--tile",
     "tiles",
     multiple=True,
-    help="Only products of these tiles (default: all of the demo set).",
+    help="Any Sentinel-2 tile (T30TVK); repeatable. Default: the demo set. Tiles outside the "
+    "demo set, or --sensing-time, make one product per tile from one datatake.",
+)
+@click.option(
+    "--level",
+    type=click.Choice(["L1C", "L2A"]),
+    default="L2A",
+    show_default=True,
+    help="Level of a datatake's products.",
+)
+@click.option(
+    "--sensing-time",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Sensing time of the datatake, e.g. 2021-07-14T10:56:21 (all tiles share it).",
+)
+@click.option(
+    "--s1", is_flag=True, help="Also write a BigEarthNet-S1 v1.0 folder of their S1 patches."
 )
 @friendly
-def synth(out_dir: Path, size_px: int, seed: int, tiles: tuple[str, ...]) -> None:
-    """Write synthetic products (SAFE, JP2), a CLC GeoPackage and the ground truth."""
-    from ben_builder.sources.synthetic.products import demo_recipes
+def synth(
+    out_dir: Path,
+    size_px: int,
+    seed: int,
+    tiles: tuple[str, ...],
+    level: str,
+    sensing_time: datetime | None,
+    s1: bool,
+) -> None:
+    """Write synthetic products (SAFE, JP2), a CLC GeoPackage covering them and the ground truth."""
+    from ben_builder.sources.synthetic.products import recipes_for
     from ben_builder.sources.synthetic.writer import check_size_px, write_dataset
+    from ben_builder.specs import check_tile_id
 
     try:
         check_size_px(size_px)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size-px") from exc
-    recipes = [r for r in demo_recipes() if not tiles or r.tile_id in tiles]
-    if not recipes:
-        raise click.BadParameter(f"no demo products for tiles {tiles}")
-    written = write_dataset(recipes, out_dir, size_px=size_px, seed=seed)
-    click.echo(f"{len(written.products)} products, CLC {written.clc} under {out_dir}")
+    for tile in tiles:
+        try:
+            check_tile_id(tile)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tile") from exc
+    recipes = recipes_for(tiles, sensing_time, level)
+    written = write_dataset(recipes, out_dir, size_px=size_px, seed=seed, s1=s1)
+    n = len(written.products)
+    click.echo(f"{n} product{'s' if n != 1 else ''}, CLC {written.clc} under {out_dir}")
 
 
 def _run_products(

@@ -11,11 +11,11 @@ overlaps its east and south neighbours of the same zone by 9,800 m. The rule giv
 from __future__ import annotations
 
 import math
-import re
 import warnings
 
 from ben_builder.errors import SpecError
 from ben_builder.patches.grid import TileGeometry
+from ben_builder.specs import check_tile_id
 
 #: Side of a Sentinel-2 tile.
 TILE_SIZE_M = 109_800.0
@@ -26,29 +26,6 @@ SQUARE_M = 100_000
 SNAP_M = 60
 #: False northing of the southern hemisphere's UTM zones.
 SOUTH_FALSE_NORTHING_M = 10_000_000
-
-TILE_ID_RE = re.compile(
-    r"^T(?P<zone>0[1-9]|[1-5]\d|60)(?P<band>[C-HJ-NP-X])(?P<square>[A-HJ-NP-Z][A-HJ-NP-V])$"
-)
-
-
-def check_tile_id(tile_id: str) -> str:
-    """``tile_id`` if it is a valid Sentinel-2 tile id (``T`` + zone + band + square).
-
-    Raises:
-        SpecError: not a tile id, with a hint for the common slips (no ``T``, lower case).
-    """
-    if TILE_ID_RE.match(tile_id):
-        return tile_id
-    hint = ""
-    if TILE_ID_RE.match("T" + tile_id.upper()):
-        hint = f"; did you mean T{tile_id.upper()}?"
-    elif TILE_ID_RE.match(tile_id.upper()):
-        hint = f"; did you mean {tile_id.upper()}?"
-    raise SpecError(
-        f"{tile_id!r} is not a Sentinel-2 tile id: T, the UTM zone 01-60, a latitude band C-X and "
-        f"a 100 km square, e.g. T33UUP{hint}"
-    )
 
 
 def tile_geometry(tile_id: str) -> TileGeometry:

@@ -65,13 +65,13 @@ def discover_products(inputs: Inputs, default_list: ProductListFilter | None = N
 
 def _synthetic(inputs: Inputs) -> Discovered:
     """The embedded default: the demo products (of the configured tiles) and their CLC."""
-    from ben_builder.sources.synthetic.products import demo_recipes
+    from ben_builder.sources.synthetic.products import recipes_for
     from ben_builder.sources.synthetic.writer import write_dataset
 
     syn = inputs.synthetic
     if syn is None:
         raise ValueError("source 'synthetic' needs a 'synthetic' section")  # checked by the model
-    recipes = [r for r in demo_recipes() if not syn.tiles or r.tile_id in syn.tiles]
+    recipes = recipes_for(syn.tiles, syn.sensing_time, syn.level)
     with rasterio.Env():
         written = write_dataset(recipes, syn.dir, size_px=syn.size_px, seed=syn.seed, s1=syn.s1)
     return Discovered(written.products, [], inputs.clc_path or written.clc, written.s1)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ben_builder.sources.synthetic.scene import Acquisition, Scene, make_acquisition
+from ben_builder.specs import check_tile_id
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,50 @@ def demo_recipes() -> list[ProductRecipe]:
         ProductRecipe("T34VER", "L2A", "04.00", winter, relative_orbit=36, snow=True, zipped=True),
         ProductRecipe("T34VER", "L1C", "04.00", winter, relative_orbit=36, snow=True),
     ]
+
+
+#: The sensing time of a generated datatake when none is given.
+DEFAULT_SENSING = datetime(2021, 7, 14, 10, 56, 21)
+
+
+def datatake_recipes(
+    tiles: tuple[str, ...],
+    level: str = "L2A",
+    sensing: datetime = DEFAULT_SENSING,
+    mission: str = "S2A",
+    relative_orbit: int = 51,
+    baseline: str = "05.09",
+) -> list[ProductRecipe]:
+    """One product per tile from one datatake: every tile shares the sensing time and orbit.
+
+    Raises:
+        SpecError: a tile id is not a valid Sentinel-2 tile.
+    """
+    return [
+        ProductRecipe(
+            check_tile_id(t),
+            level,
+            baseline,
+            sensing,
+            mission=mission,
+            relative_orbit=relative_orbit,
+        )
+        for t in dict.fromkeys(tiles)
+    ]
+
+
+def recipes_for(
+    tiles: tuple[str, ...] = (),
+    sensing: datetime | None = None,
+    level: str = "L2A",
+) -> list[ProductRecipe]:
+    """The products to generate: the demo set (of ``tiles``), or one datatake over ``tiles``.
+
+    Without ``sensing``, tiles of the demo set get the demo's products and any other tile makes
+    the set a datatake at :data:`DEFAULT_SENSING`.
+    """
+    demo = demo_recipes()
+    known = {r.tile_id for r in demo}
+    if sensing is None and set(tiles) <= known:
+        return [r for r in demo if not tiles or r.tile_id in tiles]
+    return datatake_recipes(tiles, level, sensing or DEFAULT_SENSING)
