@@ -173,3 +173,25 @@ def test_v1_layout_refuses_colliding_v1_names(tmp_path, synthetic):
     assert not (tmp_path / "v1" / archive.V1_DIR).exists()
     r = _cli("patch", str(l2a), str(l1c), "--out", str(tmp_path / "v2"), "--layout", "v2")
     assert r.returncode == 0, r.stderr
+
+
+def test_two_tiles_of_one_datatake_are_refused_in_the_v1_layout_before_any_work(tmp_path):
+    """v1 names carry no tile: T30TVK and T30TUK of one overpass would share every folder."""
+    import rasterio
+
+    from ben_builder.sources.synthetic.products import datatake_recipes
+    from ben_builder.sources.synthetic.writer import write_dataset
+
+    with rasterio.Env():
+        written = write_dataset(datatake_recipes(("T30TVK", "T30TUK")), tmp_path / "in", 1260)
+    products = [str(p) for p in written.products]
+    r = _cli("patch", *products, "--out", str(tmp_path / "v1"), "--layout", "both")
+    assert r.returncode == 2
+    assert "tiles of one datatake share the sensing time" in r.stderr
+    assert all(Path(p).name in r.stderr for p in products)  # both named
+    assert not (tmp_path / "v1" / archive.S2_DIR).exists()  # nothing decoded or written
+    cfg = _config(tmp_path, tmp_path / "in" / "products", written.clc, layout="v1")
+    check = _cli("build", str(cfg), "--check")
+    assert check.returncode == 2 and "would get the same v1 names" in check.stderr
+    r = _cli("patch", *products, "--out", str(tmp_path / "v2"), "--layout", "v2")
+    assert r.returncode == 0, r.stderr

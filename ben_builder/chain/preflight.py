@@ -89,34 +89,50 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
-def check_v1_names(products: list[Path]) -> None:
-    """Refuse products whose v1-layout folders would collide.
+def check_v1_names(products: list[Path], from_table: bool = False) -> None:
+    """Refuse products whose v1-layout folders would collide, before anything is decoded.
 
-    A v1 name (``<mission>_MSIL2A_<sensing>_<x>_<y>``) carries no processing level: the L1C and
-    the L2A product of one acquisition would write into the same folders, the one overwriting the
-    other's bands under a JSON that names either.
+    A v1 name (``<mission>_MSIL2A_<sensing>_<x>_<y>``) names neither the tile nor the level, and
+    every tile of one datatake shares the sensing time: two products of one mission and sensing
+    time would write into the same folders, one overwriting the other's bands under a JSON that
+    names either. A reproduction takes v1's own names from its table (``from_table``); there
+    only the L1C and L2A of one acquisition collide.
 
     Raises:
-        PreflightError: two products of one acquisition (mission, sensing time, orbit, tile).
+        PreflightError: naming both products, and what to do.
     """
-    from ben_builder.product.names import acquisition
+    from ben_builder.product.names import ProductName
 
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, ...], str] = {}
     for p in products:
         try:
-            acq = acquisition(p.name)
+            n = ProductName.parse(p.name)
         except BenBuilderError:
             continue
-        if acq in seen:
-            raise PreflightError(
-                f"{seen[acq]} and {p.name} would get the same v1 names (the v1 layout does not "
-                "name the processing level): build the v1 layout from one level, or use the v2 "
-                "layout"
+        key: tuple[str, ...] = (n.mission, f"{n.sensing_time:%Y%m%dT%H%M%S}")
+        if from_table:
+            key += (str(n.relative_orbit), n.tile_id)
+        if key in seen:
+            why = (
+                "the v1 layout does not name the processing level"
+                if seen[key].split("_")[5] == n.tile_id
+                else "tiles of one datatake share the sensing time, and v1 names carry no tile"
             )
-        seen[acq] = p.name
+            raise PreflightError(
+                f"{seen[key]} and {p.name} would get the same v1 names ({why}): build the v1 "
+                "layout from one of them (one level, one tile per datatake), or use the v2 "
+                "layout, whose patch names carry the tile and level"
+            )
+        seen[key] = p.name
 
 
-def preflight(products: list[Path], clc: Path | None, out: Path, layout: str = "v2") -> Plan:
+def preflight(
+    products: list[Path],
+    clc: Path | None,
+    out: Path,
+    layout: str = "v2",
+    v1_from_table: bool = False,
+) -> Plan:
     """Check a run's inputs and output before any work.
 
     Args:
@@ -124,6 +140,7 @@ def preflight(products: list[Path], clc: Path | None, out: Path, layout: str = "
         clc: The CLC file (None: unlabelled patches).
         out: The archive folder.
         layout: ``v2``, ``v1`` or ``both`` (v1 names must not collide).
+        v1_from_table: v1 names come from v1's table (a reproduction), not the formula.
 
     Returns:
         The plan. Products whose metadata cannot be read are listed in ``unreadable`` (the run
@@ -135,7 +152,7 @@ def preflight(products: list[Path], clc: Path | None, out: Path, layout: str = "
     """
     check_writable(out)
     if layout in ("v1", "both"):
-        check_v1_names(products)
+        check_v1_names(products, from_table=v1_from_table)
     plan = Plan()
     band_spec, clc_spec = specs.bands(), specs.clc()
     if clc is not None:

@@ -153,7 +153,9 @@ def plan_run(config: RunConfig) -> tuple[Plan, list[Duplicate], list[TaskResult]
         return plan, [], []
     found = discover_products(config.inputs, rules.product_list())
     products, duplicates = select_products(found.products, config.duplicates)
-    plan = preflight(products, found.clc, config.output, config.layout)
+    plan = preflight(
+        products, found.clc, config.output, config.layout, rules.v1_names == "bigearthnet"
+    )
     return plan, duplicates, [unavailable(m) for m in found.unavailable]
 
 
@@ -182,7 +184,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     clc = found.clc
     for d in duplicates:
         log.info("skip %s: %s", d.path.name, d.reason)  # reported by the caller and the report
-    plan = preflight(products, clc, config.output, config.layout)
+    plan = preflight(products, clc, config.output, config.layout, rules.v1_names == "bigearthnet")
     options = Options(
         clc_path=clc,
         layout=config.layout,
