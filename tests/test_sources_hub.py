@@ -310,3 +310,33 @@ def test_build_from_hub(hub, tmp_path, synthetic, monkeypatch):
     assert len(meta) > 0
     assert not list((tmp_path / "products").glob("*.part"))
     assert len(list(Path(tmp_path / "products").glob("*.zip"))) == 2
+
+
+def test_an_unreachable_hub_is_one_line_naming_its_host(tmp_path):
+    """No network (a closed port here): one line, exit 2, no traceback; nothing written."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"http://127.0.0.1:{port}/odata/v1"
+    out = tmp_path / "m.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ben_builder.cli",
+        "search",
+        "--catalogue-url",
+        url,
+        "--tile",
+        "T33UUP",
+        "--start",
+        "2021-07-01",
+        "--out",
+        str(out),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert f"cannot reach 127.0.0.1:{port} (no connection)" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
@@ -110,7 +110,7 @@ class CdseBackend:
             params = {"$filter": flt, "$top": str(MAX_TOP), "$orderby": "ContentDate/Start asc"}
             url: str | None = f"{self.endpoints.catalogue}/Products?{urlencode(params)}"
             while url:
-                resp = self.session.get(url, timeout=self.timeout_s)
+                resp = self._reach(self.session.get, url)
                 if resp.status_code != 200:
                     raise HubError(
                         f"CDSE catalogue answered HTTP {resp.status_code} for {url}: "
@@ -142,7 +142,24 @@ class CdseBackend:
 
     # -- tokens
     def _token_request(self, data: dict[str, str]) -> requests.Response:
-        return self.session.post(self.endpoints.token, data=data, timeout=self.timeout_s)
+        return self._reach(self.session.post, self.endpoints.token, data=data)
+
+    def _reach(self, method: Any, url: str, **kwargs: Any) -> requests.Response:
+        """``method(url)``; a hub that cannot be reached is one clear error naming its host.
+
+        Raises:
+            HubError: no connection (no network, a wrong URL, the hub down) or no answer in time.
+        """
+        try:
+            resp: requests.Response = method(url, timeout=self.timeout_s, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            host = urlsplit(url).netloc or url
+            what = "no answer in time" if isinstance(exc, requests.Timeout) else "no connection"
+            raise HubError(
+                f"cannot reach {host} ({what}): check the network and the hub's URL "
+                "(hub.endpoints / --catalogue-url), or try again later"
+            ) from exc
+        return resp
 
     def token(self) -> str:
         """A valid access token, refreshed or re-granted as needed."""

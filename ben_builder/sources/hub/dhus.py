@@ -71,6 +71,11 @@ class DhusBackend:
                         online=bool(info.get("Online", True)),
                         sensing_start=info["date"].isoformat() if info.get("date") else None,
                     )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise HubError(
+                f"cannot reach {self.api.api_url} ({type(exc).__name__}): check the network and "
+                "hub.api_url / --api-url, or try again later"
+            ) from exc
         except SentinelAPIError as exc:
             if getattr(exc, "response", None) is not None and exc.response.status_code == 401:
                 raise CredentialsError(
