@@ -195,3 +195,35 @@ def test_two_tiles_of_one_datatake_are_refused_in_the_v1_layout_before_any_work(
     assert check.returncode == 2 and "would get the same v1 names" in check.stderr
     r = _cli("patch", *products, "--out", str(tmp_path / "v2"), "--layout", "v2")
     assert r.returncode == 0, r.stderr
+
+
+def test_products_in_subfolders_are_found_and_an_empty_folder_fails_the_check(
+    tmp_path, one_product, synthetic
+):
+    """Downloads sorted into per-tile folders are found; a folder without any is refused early."""
+    sorted_dir = tmp_path / "downloads"
+    product = next(one_product.iterdir())
+    (sorted_dir / "T34VER" / "2018").mkdir(parents=True)
+    shutil.copy(product, sorted_dir / "T34VER" / "2018" / product.name)
+    (sorted_dir / "T34VER" / ".partial.zip").write_bytes(b"")  # hidden: not a product
+    r = _cli("build", str(_config(tmp_path, sorted_dir, synthetic.clc)), "--check")
+    assert r.returncode == 0, r.stderr
+    assert product.name in r.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "e").mkdir()
+    r = _cli("build", str(_config(tmp_path / "e", empty, synthetic.clc)), "--check")
+    assert r.returncode == 2
+    assert f"no products in {empty} (looked for <name>.SAFE folders and <name>.zip" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_patch_and_process_with_a_missing_clc_are_one_line(tmp_path, one_product):
+    product = str(next(one_product.iterdir()))
+    for command in ("patch", "process"):
+        r = _cli(command, product, "--out", str(tmp_path / command), "--clc", "/missing.gpkg")
+        assert r.returncode == 2
+        assert r.stderr.strip() == (
+            "error: /missing.gpkg: CLC file not found; give the CLC 2018 GeoPackage "
+            "(clc_path, or --clc)"
+        )

@@ -116,8 +116,13 @@ def _run_products(
     force: bool = False,
 ) -> None:
     """The serial chain over ``products``, and its outcome printed (exit 1 on a failure)."""
+    from ben_builder import specs
     from ben_builder.chain.product import Options
     from ben_builder.chain.serial import run_serial
+    from ben_builder.patches.clc import check_clc
+
+    if clc is not None:  # before any product is opened: a missing or unusable file is one line
+        check_clc(clc, specs.clc())
 
     options = Options(clc_path=clc, layout=layout, verify=verify, force=force)  # type: ignore[arg-type]
     result = run_serial(products, out, options, fail_fast, duplicates)

@@ -49,7 +49,7 @@ def check_clc(path: Path, spec: ClcSpec) -> tuple[str, str]:
     """
     path = Path(path)
     if not path.exists():
-        raise ClcError(f"{path}: CLC file not found; set clc_path to the CLC 2018 GeoPackage")
+        raise ClcError(f"{path}: CLC file not found; give the CLC 2018 GeoPackage (clc_path, or --clc)")
     layer = _layer(path, spec)
     try:
         info = pyogrio.read_info(path, layer=layer)

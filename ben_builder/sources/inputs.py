@@ -53,14 +53,38 @@ def discover_products(inputs: Inputs, default_list: ProductListFilter | None = N
     folder = inputs.products_dir
     if folder is None:
         raise ValueError("source 'local' needs 'products_dir'")  # the model checks it first
-    if not folder.is_dir():
-        raise ProductNotFoundError(f"{folder}: products_dir does not exist")
-    found = sorted(p for p in folder.iterdir() if p.name.endswith((".SAFE", ".zip")))
+    found = find_products(folder)
     missing: list[Unavailable] = []
     product_list = inputs.product_list or default_list
     if product_list is not None:
         found, missing = filter_by_list(found, product_list, folder)
     return Discovered(found, missing, inputs.clc_path)
+
+
+def find_products(folder: Path) -> list[Path]:
+    """The products in ``folder`` and its subfolders (sorted downloads), not inside a product.
+
+    Raises:
+        ProductNotFoundError: ``folder`` does not exist or holds no product.
+    """
+    if not folder.is_dir():
+        raise ProductNotFoundError(f"{folder}: products_dir does not exist")
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        for p in sorted(pending.pop().iterdir()):
+            if p.name.startswith("."):
+                continue  # partial downloads, records
+            if p.name.endswith(".SAFE") and p.is_dir() or p.name.endswith(".zip") and p.is_file():
+                found.append(p)
+            elif p.is_dir():
+                pending.append(p)
+    if not found:
+        raise ProductNotFoundError(
+            f"no products in {folder} (looked for <name>.SAFE folders and <name>.zip files, in "
+            "its subfolders too); is products_dir the folder the products were downloaded to?"
+        )
+    return sorted(found, key=lambda p: (p.name, p))
 
 
 def _synthetic(inputs: Inputs) -> Discovered:
