@@ -107,12 +107,20 @@ class HubInputs(_Model):
 class Inputs(_Model):
     """Where products and CLC data come from."""
 
-    source: Literal["synthetic", "local", "hub"]
+    source: Literal["synthetic", "local", "hub"] = Field(
+        description="synthetic (the generator, no network), local (a products folder) or hub."
+    )
     synthetic: SyntheticInputs | None = None
     hub: HubInputs | None = None
-    products_dir: Path | None = None
+    products_dir: Path | None = Field(
+        None, description="Folder of .SAFE folders or .zip files (subfolders too), for local."
+    )
     product_list: ProductListFilter | None = None
-    clc_path: Path | None = None
+    clc_path: Path | None = Field(
+        None,
+        description="The CLC 2018 GeoPackage U2018_CLC2018_V2020_20u1.gpkg (EEA39 countries "
+        "only); required but for synthetic.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Inputs:
@@ -226,7 +234,7 @@ class FlagLists(_Model):
 
 
 class CountrySettings(_Model):
-    """Per-patch countries from a boundaries file (see ``bigearthnet.closest_country``)."""
+    """Per-patch countries from a boundaries file (``ben_builder.patches.countries``)."""
 
     path: Path | None = Field(
         None,
@@ -260,8 +268,8 @@ class Sen2CorSettings(_Model):
 class RunConfig(_Model):
     """One run of the chain: inputs, output archive, processing and cluster settings."""
 
-    name: str
-    output: Path
+    name: str = Field(description="The run's name (report title, SLURM job name).")
+    output: Path = Field(description="The archive folder (relative paths: to the config file).")
     inputs: Inputs
     layout: Literal["v2", "v1", "both", "lmdb"] = Field(
         "v2", description="v2 folders, v1 folders, both, or lmdb (straight into the training LMDB)."
@@ -280,7 +288,7 @@ class RunConfig(_Model):
         "table, flags from the published lists (unless flags_from_lists names others), the ten "
         "countries, and the 115 products as the default product list.",
     )
-    report_samples: int = Field(24, ge=0)
+    report_samples: int = Field(24, ge=0, description="Sample patches in the report's mosaic.")
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     fail_fast: bool = False
     duplicates: Literal["latest", "fail"] = Field(
@@ -318,3 +326,60 @@ def load_config(path: Path) -> RunConfig:
     path = Path(path)
     config = parse_model(RunConfig, load_yaml(path), path)
     return cast(RunConfig, resolve_paths(config, path.resolve().parent))
+
+
+def reference_markdown() -> str:
+    """Every key of a run configuration, as a markdown table (the README's reference).
+
+    Made from the models themselves (names, types, defaults, descriptions), so it cannot drift
+    from what the loader accepts.
+    """
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    _model_rows(RunConfig, "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _model_rows(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _nested_model(info.annotation)
+        meaning = info.description or ""
+        if nested is not None:
+            kind = "section"
+            meaning = meaning or (nested.__doc__ or "").strip().splitlines()[0]
+        else:
+            kind = _type_name(info.annotation)
+        if info.is_required():
+            default = "required"
+        else:
+            default = _default(info.get_default(call_default_factory=True))
+        lines.append(f"| `{key}` | {kind} | {default} | {meaning.replace('|', '/')} |")
+        if nested is not None:
+            _model_rows(nested, f"{key}.", lines)
+
+
+def _nested_model(annotation: object) -> type[BaseModel] | None:
+    """The model a field holds (itself or in ``X | None``), if any."""
+    import typing
+
+    candidates = typing.get_args(annotation) or (annotation,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("datetime.", "")
+    text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
+    return text.replace("|", "or")
+
+
+def _default(value: object) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, BaseModel):
+        return "its defaults"
+    if isinstance(value, CdseEndpoints):
+        return "the public CDSE"
+    return f"`{value}`".replace("|", "/")

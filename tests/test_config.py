@@ -39,3 +39,14 @@ def test_shipped_pipelines_are_valid():
         ]
         assert all(q.exists() for q in inside), (p.name, inside)
         assert "shared/" not in p.read_text(), p.name
+
+
+def test_the_readme_lists_every_configuration_key_as_the_models_define_them():
+    from ben_builder.config import reference_markdown
+
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    block = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert block == reference_markdown(), "regenerate the README block from reference_markdown()"
+    for key in ("inputs.synthetic.sensing_time", "countries.rule", "s1.bigearthnet_v1"):
+        assert f"`{key}`" in block

@@ -49,7 +49,9 @@ def check_clc(path: Path, spec: ClcSpec) -> tuple[str, str]:
     """
     path = Path(path)
     if not path.exists():
-        raise ClcError(f"{path}: CLC file not found; give the CLC 2018 GeoPackage (clc_path, or --clc)")
+        raise ClcError(
+            f"{path}: CLC file not found; give the CLC 2018 GeoPackage (clc_path, or --clc)"
+        )
     layer = _layer(path, spec)
     try:
         info = pyogrio.read_info(path, layer=layer)
