@@ -213,6 +213,11 @@ class Reproduction:
         return "bigearthnet" if self.release else "formula"
 
     @property
+    def keeps_overlaps(self) -> bool:
+        """Whether every tile keeps its patches where tiles overlap (as the published v2 did)."""
+        return self.release is not None
+
+    @property
     def l2a_only(self) -> bool:
         """Whether an L1C product without its L2A is a failure (v2 is made of L2A products)."""
         return self.release is not None

@@ -274,6 +274,12 @@ class RunConfig(_Model):
     layout: Literal["v2", "v1", "both", "lmdb"] = Field(
         "v2", description="v2 folders, v1 folders, both, or lmdb (straight into the training LMDB)."
     )
+    overlap: Literal["once", "keep"] = Field(
+        "once",
+        description="Where the archive's tiles overlap (neighbours share ~9.8 km): keep each "
+        "place once, in the tile whose own 100 km square holds it, or keep every tile's patches "
+        "(a reproduction keeps what v2 kept).",
+    )
     flags_from_lists: FlagLists | None = None
     countries: CountrySettings | None = None
     sen2cor: Sen2CorSettings | None = None

@@ -27,12 +27,15 @@ from ben_builder.archive import provenance
 from ben_builder.archive.finalize import remove_product
 from ben_builder.archive.shards import ShardWriter, shard_writer
 from ben_builder.archive.writer import BandWriter, v1_metadata
+from ben_builder.bigearthnet import Reproduction
 from ben_builder.chain.bandstream import BandStream
 from ben_builder.chain.stages import WRITE_OVERLAPPED, Stages
+from ben_builder.errors import BenBuilderError
 from ben_builder.files import write_json, write_parquet
 from ben_builder.patches.clc import rasterize_codes, read_clc
 from ben_builder.patches.grid import Patch, PatchGrid, split_for
 from ben_builder.patches.labels import PatchLabels, label_patches
+from ben_builder.patches.overlap import kept_places
 from ben_builder.patches.screen import (
     MaskSet,
     Screening,
@@ -42,6 +45,7 @@ from ben_builder.patches.screen import (
     screen,
 )
 from ben_builder.patches.screen import summary as summary_line
+from ben_builder.product.names import ProductName
 from ben_builder.product.safe import (
     Product,
     open_product,
@@ -75,6 +79,9 @@ class Options:
         v1_names: ``s2v1_name`` by ``formula`` (``<mission>_MSIL2A_<sensing>_<x>_<y>``, for new
             archives) or from BigEarthNet v1's own table (``bigearthnet``: the published names;
             a patch v1 did not have is dropped, counted as ``dropped_not_in_v1``).
+        overlap_tiles: Every tile of the archive, so a place where tiles overlap is kept by one
+            of them (:mod:`ben_builder.patches.overlap`; counted as ``dropped_overlap``); empty:
+            every patch of every tile is kept (a reproduction keeps what v2 kept).
     """
 
     clc_path: Path | None = None
@@ -82,6 +89,7 @@ class Options:
     screening: specs.ScreeningSpec = field(default_factory=specs.screening)
     verify: bool = True
     v1_names: Literal["formula", "bigearthnet"] = "formula"
+    overlap_tiles: tuple[str, ...] = ()
     force: bool = False
     inputs: provenance.Inputs | None = None
 
@@ -111,6 +119,7 @@ class ProductSummary:
     dropped_nodata: int = 0
     dropped_unlabeled: int = 0
     dropped_not_in_v1: int = 0
+    dropped_overlap: int = 0
     flagged_cloud_or_shadow: int = 0
     flagged_snow: int = 0
     kept: int = 0
@@ -282,6 +291,8 @@ class Cut:
         screening: The screening outcome of every patch.
         table_names: BigEarthNet v1's names of the product's patches by ``(x, y)``, for a
             reproduction (None: names by formula).
+        keep_place: Patches whose place this tile keeps (another tile of the archive keeps the
+            others).
     """
 
     grid: PatchGrid
@@ -291,6 +302,7 @@ class Cut:
     keep_labels: np.ndarray
     screening: Screening
     table_names: dict[tuple[int, int], str] | None
+    keep_place: np.ndarray
 
 
 def _labels(
@@ -343,7 +355,12 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             if options.v1_names == "bigearthnet"
             else None
         )
-        wanted = keep_labels.copy()
+        keep_place = np.ones(grid.shape, bool)
+        if options.overlap_tiles:
+            keep_place = kept_places(
+                product.name.tile_id, product.tile, grid, options.overlap_tiles
+            )
+        wanted = keep_labels & keep_place
         if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
             wanted &= _in_table(grid, table_names)
         if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
@@ -368,7 +385,7 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             stream.close()
     if stream is not None:
         stages.seconds[WRITE_OVERLAPPED] = stream.busy_s
-    return Cut(grid, bands, codes, labels, keep_labels, scr, table_names)
+    return Cut(grid, bands, codes, labels, keep_labels, scr, table_names, keep_place)
 
 
 def _decode(
@@ -521,6 +538,9 @@ def _kept_name(product: Product, p: Patch, cut: Cut, s: ProductSummary) -> str |
     if not cut.keep_labels[p.y, p.x]:
         s.dropped_unlabeled += 1
         return None
+    if not cut.keep_place[p.y, p.x]:
+        s.dropped_overlap += 1
+        return None
     if cut.table_names is None:
         return v1_name(product, p.x, p.y)
     s2v1 = cut.table_names.get((p.x, p.y))
@@ -602,3 +622,16 @@ _PART_COLUMNS = [
     "ulx_m",
     "uly_m",
 ]
+
+
+def overlap_tiles(products: list[Path], overlap: str, rules: Reproduction) -> tuple[str, ...]:
+    """The tiles among which each place is kept once (none: every patch kept)."""
+    if overlap == "keep" or rules.keeps_overlaps:
+        return ()
+    tiles = set()
+    for p in products:
+        try:
+            tiles.add(ProductName.parse(p.name).tile_id)
+        except BenBuilderError:
+            continue  # not a product name: its task reports it
+    return tuple(sorted(tiles)) if len(tiles) > 1 else ()

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ben_builder.archive.finalize import finalize, read_parts
+from ben_builder.bigearthnet import reproduction
 from ben_builder.chain.preflight import check_v1_names
-from ben_builder.chain.product import Options, process_product
+from ben_builder.chain.product import Options, overlap_tiles, process_product
 from ben_builder.errors import BenBuilderError
 from ben_builder.files import output_lock
 from ben_builder.runtime import decoder_environ
@@ -43,6 +44,7 @@ def run_serial(
     fail_fast: bool,
     duplicates: str = "latest",
     what: str = "ben-builder patch/process",
+    overlap: str = "once",
 ) -> SerialResult:
     """Process ``products`` one by one into the archive ``out``, then finalise its metadata.
 
@@ -53,6 +55,7 @@ def run_serial(
     with output_lock(out, what):
         os.environ.update(decoder_environ())  # one decoding thread here: as the workers decode
         chosen, dropped = select_products(products, duplicates)
+        options = replace(options, overlap_tiles=overlap_tiles(chosen, overlap, reproduction(None)))
         if options.layout in ("v1", "both"):
             check_v1_names(list(chosen))
         result = SerialResult(skipped=dropped)

@@ -27,6 +27,14 @@ verify_opt = click.option(
     show_default=True,
     help="Check each product against its manifest.safe checksums and zip CRCs before cutting.",
 )
+overlap_opt = click.option(
+    "--overlap",
+    type=click.Choice(["once", "keep"]),
+    default="once",
+    show_default=True,
+    help="Where the products' tiles overlap: keep each place once (in the tile whose own 100 km "
+    "square holds it), or keep every tile's patches.",
+)
 duplicates_opt = click.option(
     "--duplicates",
     type=click.Choice(["latest", "fail"]),
@@ -114,6 +122,7 @@ def _run_products(
     verify: bool = True,
     duplicates: str = "latest",
     force: bool = False,
+    overlap: str = "once",
 ) -> None:
     """The serial chain over ``products``, and its outcome printed (exit 1 on a failure)."""
     from ben_builder import specs
@@ -125,7 +134,7 @@ def _run_products(
         check_clc(clc, specs.clc())
 
     options = Options(clc_path=clc, layout=layout, verify=verify, force=force)  # type: ignore[arg-type]
-    result = run_serial(products, out, options, fail_fast, duplicates)
+    result = run_serial(products, out, options, fail_fast, duplicates, overlap=overlap)
     for d in result.skipped:
         click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
     counts = result.counts
@@ -154,6 +163,7 @@ def _run_products(
 @fail_fast_opt
 @verify_opt
 @duplicates_opt
+@overlap_opt
 @force_opt
 @friendly
 def patch(
@@ -164,10 +174,11 @@ def patch(
     fail_fast: bool,
     verify: bool,
     duplicates: str,
+    overlap: str,
     force: bool,
 ) -> None:
     """Cut PRODUCTS (.SAFE folders or .zip) into 1.2 km patches under --out."""
-    _run_products(products, out, clc, layout, fail_fast, verify, duplicates, force)
+    _run_products(products, out, clc, layout, fail_fast, verify, duplicates, force, overlap)
 
 
 @click.command()
@@ -178,6 +189,7 @@ def patch(
 @fail_fast_opt
 @verify_opt
 @duplicates_opt
+@overlap_opt
 @force_opt
 @friendly
 def process(
@@ -188,6 +200,7 @@ def process(
     fail_fast: bool,
     verify: bool,
     duplicates: str,
+    overlap: str,
     force: bool,
 ) -> None:
     """Cut, label from CLC 2018 and screen PRODUCTS, writing patches and metadata under --out.
@@ -195,7 +208,7 @@ def process(
     Prints a per-tile summary: candidates, dropped for no-data, dropped for unlabelled, flagged
     cloud/shadow, flagged snow, kept.
     """
-    _run_products(products, out, clc, layout, fail_fast, verify, duplicates, force)
+    _run_products(products, out, clc, layout, fail_fast, verify, duplicates, force, overlap)
 
 
 COMMANDS = [synth, patch, process]

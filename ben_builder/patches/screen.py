@@ -126,6 +126,7 @@ COUNT_KEYS = (
     "dropped_nodata",
     "dropped_unlabeled",
     "dropped_not_in_v1",
+    "dropped_overlap",
     "flagged_cloud_or_shadow",
     "flagged_snow",
     "kept",
