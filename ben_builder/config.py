@@ -83,6 +83,13 @@ class HubQuery(_Model):
     max_cloud: float | None = None
     names: ProductListFilter | None = None
 
+    @field_validator("tiles")
+    @classmethod
+    def _tile_ids(cls, tiles: tuple[str, ...]) -> tuple[str, ...]:
+        for tile in tiles:
+            check_tile_id(tile)
+        return tiles
+
 
 class HubInputs(_Model):
     """Search (unless a manifest is given) and download products before processing them."""

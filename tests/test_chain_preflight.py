@@ -60,7 +60,7 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, one_product, synthet
     cfg = _config(tmp_path, one_product, synthetic.clc)
     r = _cli("build", "--check", str(cfg))
     assert r.returncode == 0, r.stderr
-    assert "products: 1 (1 tiles: T34VER)" in r.stdout
+    assert "products: 1 (1 tile: T34VER)" in r.stdout
     assert "patches (candidates before screening): 100" in r.stdout
     assert "check passed" in r.stdout
     out = tmp_path / "arch"

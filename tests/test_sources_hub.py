@@ -340,3 +340,13 @@ def test_an_unreachable_hub_is_one_line_naming_its_host(tmp_path):
     assert f"cannot reach 127.0.0.1:{port} (no connection)" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_tile_without_its_t_is_refused_before_any_request():
+    """``30TVK`` would be sent as a filter that can never match: refused with the fix."""
+    from ben_builder.errors import SpecError
+    from ben_builder.sources.hub.query import Query
+
+    with pytest.raises(SpecError, match="did you mean T30TVK"):
+        Query(tiles=("30TVK",))
+    assert Query(tiles=("T30TVK",)).tiles == ("T30TVK",)

@@ -65,7 +65,8 @@ class Plan:
         if not self.products and not self.unreadable:
             return [f"WARNING {w}" for w in self.warnings]
         out = [
-            f"products: {len(self.products)} ({len(self.tiles)} tiles: {', '.join(self.tiles)})",
+            f"products: {len(self.products)} ({plural(len(self.tiles), 'tile')}: "
+            f"{', '.join(self.tiles)})",
             f"patches (candidates before screening): {self.candidates:,}",
             f"disk: up to {self.disk_needed_bytes / gib:.1f} GiB needed, "
             f"{self.disk_free_bytes / gib:.1f} GiB free",
@@ -74,6 +75,11 @@ class Plan:
         out += [f"unreadable {name}: {why}" for name, why in self.unreadable.items()]
         out += [f"WARNING {w}" for w in self.warnings]
         return out
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 tile"``, ``"2 tiles"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def check_writable(folder: Path) -> None:

@@ -12,6 +12,7 @@ from shapely.geometry import box, shape
 
 from ben_builder.errors import SpecError
 from ben_builder.product.names import PRODUCT_TYPES
+from ben_builder.specs import check_tile_id
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Query:
             raise SpecError(f"end date {self.end} is before start date {self.start}")
         if not (self.names or self.tiles or self.area_wkt):
             raise SpecError("give an area (GeoJSON, bbox), MGRS tiles or a list of product names")
+        for tile in self.tiles:  # a tile without its T would be a query that never matches
+            check_tile_id(tile)
 
     @property
     def product_type(self) -> str:
