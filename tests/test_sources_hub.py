@@ -350,3 +350,46 @@ def test_a_tile_without_its_t_is_refused_before_any_request():
     with pytest.raises(SpecError, match="did you mean T30TVK"):
         Query(tiles=("30TVK",))
     assert Query(tiles=("T30TVK",)).tiles == ("T30TVK",)
+
+
+def test_check_finds_missing_credentials_and_online_tries_them(
+    hub, tmp_path, synthetic, monkeypatch
+):
+    """``build --check``: credentials must be set; ``--online`` has the hub accept them."""
+    from ben_builder.chain.run import plan_run
+    from ben_builder.errors import CredentialsError
+
+    cfg = {
+        "name": "hub",
+        "output": str(tmp_path / "archive"),
+        "inputs": {
+            "source": "hub",
+            "clc_path": str(synthetic.clc),
+            "hub": {
+                "endpoints": {
+                    "catalogue": f"{hub.base}/odata/v1",
+                    "download": f"{hub.base}/odata/v1",
+                    "token": f"{hub.base}/auth/token",
+                },
+                "download_dir": str(tmp_path / "products"),
+                "query": {"tiles": ["T33UUP"]},
+            },
+        },
+    }
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    config = load_config(tmp_path / "hub.yaml")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for key in ("BEN_CDSE_USER", "BEN_CDSE_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(CredentialsError, match="set BEN_CDSE_USER and BEN_CDSE_PASSWORD"):
+        plan_run(config)
+    monkeypatch.setenv("BEN_CDSE_USER", "alice")
+    monkeypatch.setenv("BEN_CDSE_PASSWORD", "wrong")
+    plan, _, _ = plan_run(config)  # found, not tried
+    assert any("credentials found" in c for c in plan.checked)
+    with pytest.raises(CredentialsError):
+        plan_run(config, online=True)
+    monkeypatch.setenv("BEN_CDSE_PASSWORD", "s3cret")
+    plan, _, _ = plan_run(config, online=True)
+    assert any("credentials accepted" in c for c in plan.checked)
+    assert not (tmp_path / "archive" / archive.METADATA).exists()  # nothing built

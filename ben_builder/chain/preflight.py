@@ -48,6 +48,7 @@ class Plan:
     disk_needed_bytes: int = 0
     disk_free_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
 
     @property
     def tiles(self) -> list[str]:
@@ -63,7 +64,7 @@ class Plan:
         """The plan for a terminal."""
         gib = 1024**3
         if not self.products and not self.unreadable:
-            return [f"WARNING {w}" for w in self.warnings]
+            return [f"checked {c}" for c in self.checked] + [f"WARNING {w}" for w in self.warnings]
         out = [
             f"products: {len(self.products)} ({plural(len(self.tiles), 'tile')}: "
             f"{', '.join(self.tiles)})",

@@ -34,7 +34,7 @@ from ben_builder.chain.results import (
 )
 from ben_builder.chain.s1 import attach_s1
 from ben_builder.chain.stages import stage_of
-from ben_builder.config import RunConfig
+from ben_builder.config import HubInputs, RunConfig
 from ben_builder.errors import ClusterError
 from ben_builder.files import output_lock, write_bytes
 from ben_builder.product.names import ProductName
@@ -85,6 +85,26 @@ def _product_digest(path: Path, out_root: Path, skipped: bool) -> str:
     return digest
 
 
+#: Seconds ``build --check --online`` waits for a hub.
+PROBE_TIMEOUT_S = 10.0
+
+
+def _check_hub(hub: HubInputs, online: bool) -> list[str]:
+    """The hub's credentials (and, ``online``, the hub itself with them).
+
+    Raises:
+        CredentialsError: none are set, or the hub refuses them.
+        HubError: the hub cannot be reached (``online``).
+    """
+    from ben_builder.sources.hub import HubSettings, make_backend
+
+    backend = make_backend(HubSettings(hub.backend, hub.api_url, hub.endpoints))
+    if not online:
+        return [f"{hub.backend}: credentials found (not tried: --online tries them)"]
+    backend.timeout_s = PROBE_TIMEOUT_S  # type: ignore[attr-defined]
+    return [backend.probe()]
+
+
 def task_key(path: Path) -> str:
     """Deterministic Dask key of a product's task."""
     return f"product-{path.name}"
@@ -128,11 +148,14 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def plan_run(config: RunConfig) -> tuple[Plan, list[Duplicate], list[TaskResult]]:
+def plan_run(
+    config: RunConfig, online: bool = False
+) -> tuple[Plan, list[Duplicate], list[TaskResult]]:
     """What ``build`` would do (``build --check``): the preflight plan, nothing written.
 
     Products are discovered as the run would (a folder is listed; a hub is not searched, a
-    synthetic set is not written: their products are only known once the run fetches them).
+    synthetic set is not written: their products are only known once the run fetches them). A
+    hub's credentials must be there; with ``online`` the hub is reached with them, briefly.
 
     Returns:
         The plan, the duplicates left out, and the listed products that are absent.
@@ -146,6 +169,8 @@ def plan_run(config: RunConfig) -> tuple[Plan, list[Duplicate], list[TaskResult]
 
             check_clc(config.inputs.clc_path, specs.clc())
         plan = Plan()
+        if config.inputs.hub is not None:
+            plan.checked += _check_hub(config.inputs.hub, online)
         plan.warnings.append(
             f"source {config.inputs.source!r}: the products are known only once the run fetches "
             "them; checked the output, the CLC file, lists and boundaries"

@@ -27,13 +27,23 @@ log = logging.getLogger(__name__)
     help="Only check inputs, output and disk space, and print what the run would do.",
 )
 @click.option(
+    "--online",
+    is_flag=True,
+    help="With --check: also reach the hub with the credentials (10 s timeout).",
+)
+@click.option(
     "--allow-empty",
     is_flag=True,
     help="Exit 0 even if the archive holds no patch (else that is a failure).",
 )
 @friendly
 def build(
-    config: Path, fail_fast: bool | None, force: bool, check: bool, allow_empty: bool
+    config: Path,
+    fail_fast: bool | None,
+    force: bool,
+    check: bool,
+    online: bool,
+    allow_empty: bool,
 ) -> None:
     """Run the whole chain for a run configuration (pipelines/*.yaml).
 
@@ -49,7 +59,7 @@ def build(
     if check:
         from ben_builder.chain.run import plan_run
 
-        plan, duplicates, missing = plan_run(cfg)
+        plan, duplicates, missing = plan_run(cfg, online=online)
         click.echo(f"{cfg.name}: would build {cfg.output}")
         for line in plan.lines():
             click.echo(line)

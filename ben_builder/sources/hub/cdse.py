@@ -202,6 +202,11 @@ class CdseBackend:
                 self._refresh = (doc["refresh_token"], expiry)
             return self._access[0]
 
+    def probe(self) -> str:
+        """Reach the identity server and get a token (the credentials work)."""
+        self.token()
+        return f"{urlsplit(self.endpoints.token).netloc}: credentials accepted"
+
     def on_unauthorized(self) -> None:
         """Forget the access token: the next request refreshes it."""
         with self._lock:

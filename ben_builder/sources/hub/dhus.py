@@ -38,6 +38,23 @@ class DhusBackend:
         )
         self.timeout_s = timeout_s
 
+    def probe(self) -> str:
+        """Reach the hub's OpenSearch endpoint with the credentials (one empty search)."""
+        try:
+            resp = self.api.session.get(
+                f"{self.api.api_url}search?q=*&rows=0&format=json", timeout=self.timeout_s
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise HubError(
+                f"cannot reach {self.api.api_url} ({type(exc).__name__}): check the network and "
+                "hub.api_url / --api-url"
+            ) from exc
+        if resp.status_code in (401, 403):
+            raise CredentialsError(f"DHuS at {self.api.api_url} refused the credentials")
+        if resp.status_code != 200:
+            raise HubError(f"DHuS at {self.api.api_url} answered HTTP {resp.status_code}")
+        return f"{self.api.api_url}: credentials accepted"
+
     def _queries(self, q: Query) -> list[dict[str, Any]]:
         if q.names:
             return [{"filename": n if n.endswith(".SAFE") else f"{n}.SAFE"} for n in q.names]

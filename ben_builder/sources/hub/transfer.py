@@ -74,6 +74,15 @@ class Backend(Protocol):
         """Ask the hub to bring an offline product online (or report it)."""
         ...
 
+    def probe(self) -> str:
+        """Reach the hub and check the credentials; return what was checked.
+
+        Raises:
+            HubError: the hub cannot be reached.
+            CredentialsError: it refuses the credentials.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class TransferPolicy:
