@@ -95,9 +95,28 @@ def test_a_config_without_clc_is_refused(tmp_path, one_product):
 
 
 def test_empty_runs_fail_unless_allowed(tmp_path, synthetic):
+    """A run that keeps no patch fails unless allowed; a folder without products is refused."""
     empty = tmp_path / "empty"
     empty.mkdir()
     cfg = _config(tmp_path, empty, synthetic.clc)
+    for extra in ([], ["--allow-empty"]):  # a wrong folder is not an empty archive
+        r = _cli("build", *extra, str(cfg))
+        assert r.returncode == 2 and f"no products in {empty}" in r.stderr
+    # a reproduction of T33UUP's upper-left cells, none of which v1 (so v2) has: nothing kept
+    products = tmp_path / "products"
+    products.mkdir()
+    src = synthetic.path_of(synthetic.find(tile_id="T33UUP", level="L2A", baseline="04.00"))
+    (shutil.copytree if src.is_dir() else shutil.copy)(src, products / src.name)
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"product\n{src.name}\n")
+    cfg = _config(tmp_path, products, synthetic.clc, reproduce="bigearthnet-v2")
+    doc = yaml.safe_load(cfg.read_text())
+    doc["inputs"]["product_list"] = {
+        "csv": str(listed),
+        "column": "product",
+        "match": "acquisition",
+    }
+    cfg.write_text(yaml.safe_dump(doc))
     r = _cli("build", str(cfg))
     assert r.returncode == 1 and "produced no patch" in r.stderr
     r = _cli("build", "--allow-empty", str(cfg))
