@@ -246,3 +246,25 @@ def test_patch_and_process_with_a_missing_clc_are_one_line(tmp_path, one_product
             "error: /missing.gpkg: CLC file not found; give the CLC 2018 GeoPackage "
             "(clc_path, or --clc)"
         )
+
+
+def test_a_run_stopped_before_any_product_writes_its_report_and_prints_once(tmp_path):
+    """A folder without products: one line on the terminal, the reason in the run's report."""
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    cfg = _config(
+        tmp_path,
+        empty,
+        None,
+        inputs={
+            "source": "local",
+            "products_dir": str(empty),
+            "clc_path": str(tmp_path / "x.gpkg"),
+        },
+    )
+    r = _cli("build", str(cfg))
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if "no products in" in line]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    report = (tmp_path / "arch" / "report" / "report.md").read_text()
+    assert "Stopped before any product" in report and f"no products in {empty}" in report

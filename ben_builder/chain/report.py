@@ -341,3 +341,20 @@ def _s1(result: RunResult) -> list[str]:
         rows = [[f.patch_id, f.s1_name, f.error.replace("|", "/")] for f in s1.failures]
         md += [_table(rows, ["patch", "s1_name", "error"]), ""]
     return md
+
+
+def write_stopped_report(config: RunConfig, error: BaseException) -> Path:
+    """The report of a run stopped before its products (a hub unreachable, a folder empty).
+
+    Written where the run began (``<output>/report/``), so a batch job's folder says what
+    happened; the error itself is raised on by the caller.
+    """
+    folder = config.output / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    message = f"{type(error).__name__}: {error}"
+    md = [f"# Run report: {config.name}", "", "## Stopped before any product", "", message, ""]
+    report = folder / "report.md"
+    write_bytes(report, ("\n".join(md) + "\n").encode())
+    run_json = {"name": config.name, "stopped": message, "versions": versions()}
+    write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
+    return report

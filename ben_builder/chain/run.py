@@ -35,7 +35,7 @@ from ben_builder.chain.results import (
 from ben_builder.chain.s1 import attach_s1
 from ben_builder.chain.stages import stage_of
 from ben_builder.config import HubInputs, RunConfig
-from ben_builder.errors import ClusterError
+from ben_builder.errors import BenBuilderError, ClusterError
 from ben_builder.files import output_lock, write_bytes
 from ben_builder.product.names import ProductName
 from ben_builder.product.verify import checksum
@@ -233,7 +233,13 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
     t0 = time.perf_counter()
     out = config.output
     result = RunResult()
-    work = _prepare(config, force, result)
+    try:
+        work = _prepare(config, force, result)
+    except BenBuilderError as exc:  # before any product: the report says why, then the error
+        from ben_builder.chain.report import write_stopped_report
+
+        write_stopped_report(config, exc)  # not logged: the CLI prints it, once
+        raise
     workers, threads = plan_workers(config.cluster, len(work.products))
     if config.cluster.kind == "local":
         log.info("%d local workers, %d decoding threads per product", workers, threads)
