@@ -59,6 +59,20 @@ class SyntheticInputs(_Model):
         return tiles
 
 
+class SelectSettings(_Model):
+    """Keep the clearest acquisitions per tile and period (hub searches and local folders)."""
+
+    n: int = Field(1, gt=0, description="Acquisitions kept per tile and period.")
+    per: Literal["month", "season", "range"] = Field(
+        "month",
+        description="The period: a calendar month, a season (DJF, MAM, JJA, SON), or "
+        "the whole date range.",
+    )
+    level: Literal["L1C", "L2A"] | None = Field(
+        None, description="Keep only this level; default: an acquisition's L2A over its L1C."
+    )
+
+
 class ProductListFilter(_Model):
     """Restrict the products of a folder to those named in a CSV column (e.g. BigEarthNet's)."""
 
@@ -280,6 +294,11 @@ class RunConfig(_Model):
     inputs: Inputs
     layout: Literal["v2", "v1", "both", "lmdb"] = Field(
         "v2", description="v2 folders, v1 folders, both, or lmdb (straight into the training LMDB)."
+    )
+    select: SelectSettings | None = Field(
+        None,
+        description="Pick the clearest acquisitions per tile and period; only those are "
+        "downloaded (default: every product found).",
     )
     overlap: Literal["once", "keep"] = Field(
         "once",

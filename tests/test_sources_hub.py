@@ -393,3 +393,48 @@ def test_check_finds_missing_credentials_and_online_tries_them(
     plan, _, _ = plan_run(config, online=True)
     assert any("credentials accepted" in c for c in plan.checked)
     assert not (tmp_path / "archive" / archive.METADATA).exists()  # nothing built
+
+
+def test_a_season_downloads_only_the_clearest_acquisition_per_tile_and_month(
+    synthetic, tmp_path, monkeypatch
+):
+    """Five acquisitions of T33UUP over two months, an L1C beside its L2A: two downloads."""
+    from ben_builder.config import HubInputs, SelectSettings
+    from ben_builder.sources.hub.fetch import fetch_from_hub
+
+    monkeypatch.setenv("BEN_CDSE_USER", "alice")
+    monkeypatch.setenv("BEN_CDSE_PASSWORD", "s3cret")
+    zip_path = next(p for p in synthetic.products if p.suffix == ".zip")
+    state = HubState()
+    season = [  # (day, cloud %, level)
+        (datetime(2021, 6, 3, 10, 56, 21), 30.0, "L2A"),
+        (datetime(2021, 6, 13, 10, 56, 21), 5.0, "L2A"),
+        (datetime(2021, 6, 13, 10, 56, 21), 5.0, "L1C"),  # the same acquisition's L1C
+        (datetime(2021, 6, 23, 10, 56, 21), 12.0, "L2A"),
+        (datetime(2021, 7, 3, 10, 56, 21), 8.0, "L2A"),
+        (datetime(2021, 7, 13, 10, 56, 21), 3.0, "L2A"),
+    ]
+    for i, (when, cloud, level) in enumerate(season):
+        name = f"S2A_MSI{level}_{when:%Y%m%dT%H%M%S}_N0509_R051_T33UUP_{when:%Y%m%dT%H%M%S}"
+        state.add(HubProduct(id=f"id-{i}", name=name, path=zip_path, sensing=when, cloud=cloud))
+    with HubServer(state) as server:
+        hub = HubInputs(
+            endpoints=CdseEndpoints(
+                catalogue=f"{server.base}/odata/v1",
+                download=f"{server.base}/odata/v1",
+                token=f"{server.base}/auth/token",
+            ),
+            download_dir=tmp_path / "products",
+            query={"level": "L2A", "tiles": ["T33UUP"], "start": "2021-06-01", "end": "2021-07-31"},
+        )
+        found, failed, notes = fetch_from_hub(hub, SelectSettings(n=1, per="month"))
+    assert not failed
+    assert sorted(p.name[11:26] for p in found) == ["20210613T105621", "20210713T105621"]
+    assert sorted(p.name for p in (tmp_path / "products").glob("*.zip")) == sorted(
+        p.name for p in found
+    )  # only the picked ones were downloaded
+    passed = [n for n in notes if n.startswith("passed over")]
+    assert len(passed) == 3 and all("keeps its 1 clearest" in n for n in passed)
+    assert any("cloud 30.0 %" in n for n in passed)
+    # the L1C: searched for as L1C it is a candidate of its own level only
+    assert not any("MSIL1C" in n for n in notes)

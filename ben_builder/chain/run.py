@@ -176,7 +176,7 @@ def plan_run(
             "them; checked the output, the CLC file, lists and boundaries"
         )
         return plan, [], []
-    found = discover_products(config.inputs, rules.product_list())
+    found = discover_products(config.inputs, rules.product_list(), config.select)
     products, duplicates = select_products(found.products, config.duplicates)
     plan = preflight(
         products, found.clc, config.output, config.layout, rules.v1_names == "bigearthnet"
@@ -204,7 +204,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     """
     rules = reproduction(config.reproduce)
     adjust = metadata_rules(config, rules)
-    found = discover_products(config.inputs, rules.product_list())
+    found = discover_products(config.inputs, rules.product_list(), config.select)
     products, duplicates = select_products(found.products, config.duplicates)
     clc = found.clc
     for d in duplicates:
@@ -222,7 +222,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     options = replace(options, inputs=options.run_inputs(config.output))
     result.results.extend(unavailable(m) for m in found.unavailable)
     result.skipped = duplicates
-    result.notes = list(plan.warnings)
+    result.notes = list(plan.warnings) + list(found.notes)
     s1_v1 = config.s1.bigearthnet_v1 if config.s1 is not None else None
     return _Work(rules, adjust, products, clc, options, s1_v1 or found.s1_v1)
 

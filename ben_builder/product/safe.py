@@ -200,6 +200,26 @@ def open_product(path: str | Path) -> Product:
         src.close()
 
 
+def read_cloud_cover(path: str | Path) -> float | None:
+    """A product's own cloud cover in percent (``Cloud_Coverage_Assessment``), if it states one.
+
+    Raises:
+        ProductNotFoundError, CorruptProductError, MetadataError: as :func:`open_product`.
+    """
+    src = ProductSource(Path(path))
+    try:
+        name = ProductName.parse(src.safe_name)
+        mtd_rel = _product_metadata(src, name.level)
+        found = find_all(parse_xml(src, mtd_rel), "Cloud_Coverage_Assessment")
+        text = (found[0].text or "").strip() if found else ""
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return None
+    finally:
+        src.close()
+
+
 def _open(src: ProductSource) -> Product:
     name = ProductName.parse(src.safe_name)
     mtd_rel = _product_metadata(src, name.level)

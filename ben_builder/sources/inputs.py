@@ -8,10 +8,11 @@ from pathlib import Path
 
 import rasterio
 
-from ben_builder.config import Inputs, ProductListFilter
-from ben_builder.errors import ProductNotFoundError
+from ben_builder.config import Inputs, ProductListFilter, SelectSettings
+from ben_builder.errors import BenBuilderError, ProductNotFoundError
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import filter_by_list
+from ben_builder.sources.select import Candidate, select_clearest
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,29 @@ class Discovered:
         unavailable: Those asked for but not to be had.
         clc: The CLC file (None: unlabelled patches).
         s1_v1: A BigEarthNet-S1 v1.0 folder the source wrote (the synthetic one), if any.
+        notes: What the selection picked and passed over, and why.
     """
 
     products: list[Path]
     unavailable: list[Unavailable]
     clc: Path | None
     s1_v1: Path | None = None
+    notes: tuple[str, ...] = ()
 
 
-def discover_products(inputs: Inputs, default_list: ProductListFilter | None = None) -> Discovered:
+def discover_products(
+    inputs: Inputs,
+    default_list: ProductListFilter | None = None,
+    select: SelectSettings | None = None,
+) -> Discovered:
     """The products to process, those asked for but unavailable, the CLC path (and S1 folder).
 
     Args:
         inputs: The run configuration's inputs.
         default_list: The product list of a local folder when ``inputs`` names none (a
             reproduction's published list).
+        select: Keep only the clearest acquisitions per tile and period (a hub downloads only
+            those).
     """
     if inputs.source == "synthetic":
         return _synthetic(inputs)
@@ -48,8 +57,8 @@ def discover_products(inputs: Inputs, default_list: ProductListFilter | None = N
 
         if inputs.hub is None:
             raise ValueError("source 'hub' needs a 'hub' section")  # the model checks it first
-        found, failed = fetch_from_hub(inputs.hub)
-        return Discovered(found, failed, inputs.clc_path)
+        fetched, failed, picks = fetch_from_hub(inputs.hub, select)
+        return Discovered(fetched, failed, inputs.clc_path, notes=picks)
     folder = inputs.products_dir
     if folder is None:
         raise ValueError("source 'local' needs 'products_dir'")  # the model checks it first
@@ -58,7 +67,26 @@ def discover_products(inputs: Inputs, default_list: ProductListFilter | None = N
     product_list = inputs.product_list or default_list
     if product_list is not None:
         found, missing = filter_by_list(found, product_list, folder)
-    return Discovered(found, missing, inputs.clc_path)
+    notes: tuple[str, ...] = ()
+    if select is not None:
+        found, notes = _select_local(found, select)
+    return Discovered(found, missing, inputs.clc_path, notes=notes)
+
+
+def _select_local(found: list[Path], select: SelectSettings) -> tuple[list[Path], tuple[str, ...]]:
+    """The clearest of a folder's products by their own cloud cover (their metadata is read)."""
+    from ben_builder.product.names import bare_name
+    from ben_builder.product.safe import read_cloud_cover
+
+    candidates = []
+    for p in found:
+        try:
+            cloud = read_cloud_cover(p)
+        except BenBuilderError:
+            cloud = None  # an unreadable product is reported when it is opened
+        candidates.append(Candidate(bare_name(p.name), cloud, p))
+    chosen = select_clearest(candidates, select.n, select.per, select.level)
+    return sorted(c.item for c in chosen.picked), tuple(chosen.lines())
 
 
 def find_products(folder: Path) -> list[Path]:

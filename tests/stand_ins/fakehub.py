@@ -112,6 +112,14 @@ def _cdse_entry(p: HubProduct) -> dict:
             "End": p.sensing.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         },
         "Footprint": f"geography'SRID=4326;{p.footprint_wkt}'",
+        "Attributes": [
+            {
+                "@odata.type": "#OData.CSC.DoubleAttribute",
+                "Name": "cloudCover",
+                "Value": p.cloud,
+                "ValueType": "Double",
+            },
+        ],
     }
 
 

@@ -66,6 +66,17 @@ def build_filters(q: Query) -> list[str]:
     return [" and ".join(clauses)]
 
 
+def _cloud_cover(entry: dict[str, Any]) -> float | None:
+    """The ``cloudCover`` attribute of a catalogue entry (``$expand=Attributes``), if any."""
+    for att in entry.get("Attributes") or []:
+        if isinstance(att, dict) and att.get("Name") == "cloudCover":
+            try:
+                return float(att["Value"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
+
+
 def _checksum(entry: dict[str, Any], algorithm: str) -> str | None:
     for c in entry.get("Checksum") or []:
         if str(c.get("Algorithm", "")).upper() == algorithm and c.get("Value"):
@@ -107,7 +118,12 @@ class CdseBackend:
         """All products matching ``query``, following ``@odata.nextLink``."""
         items: dict[str, ManifestItem] = {}
         for flt in build_filters(query):
-            params = {"$filter": flt, "$top": str(MAX_TOP), "$orderby": "ContentDate/Start asc"}
+            params = {
+                "$filter": flt,
+                "$top": str(MAX_TOP),
+                "$orderby": "ContentDate/Start asc",
+                "$expand": "Attributes",  # cloudCover, for picking the clearest
+            }
             url: str | None = f"{self.endpoints.catalogue}/Products?{urlencode(params)}"
             while url:
                 resp = self._reach(self.session.get, url)
@@ -138,6 +154,7 @@ class CdseBackend:
             footprint_wkt=footprint,
             online=bool(e.get("Online", True)),
             sensing_start=(e.get("ContentDate") or {}).get("Start"),
+            cloud_cover=_cloud_cover(e),
         )
 
     # -- tokens

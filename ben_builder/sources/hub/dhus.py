@@ -23,6 +23,13 @@ from ben_builder.sources.hub.query import Query
 log = logging.getLogger(__name__)
 
 
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 class DhusBackend:
     """A DHuS hub at ``api_url`` (e.g. ``https://<mirror>/dhus/``)."""
 
@@ -87,6 +94,7 @@ class DhusBackend:
                         footprint_wkt=props.get("footprint"),
                         online=bool(info.get("Online", True)),
                         sensing_start=info["date"].isoformat() if info.get("date") else None,
+                        cloud_cover=_float(props.get("cloudcoverpercentage")),
                     )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise HubError(

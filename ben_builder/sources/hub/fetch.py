@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ben_builder.config import (
-    HubInputs,
-)
+from ben_builder.config import HubInputs, SelectSettings
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import read_product_list
+from ben_builder.sources.select import Candidate, select_clearest
 
 log = logging.getLogger(__name__)
 
 
-def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[Unavailable]]:
-    """Search (or read the manifest) and download; failed downloads come back as data."""
+def fetch_from_hub(
+    hub: HubInputs, select: SelectSettings | None = None
+) -> tuple[list[Path], list[Unavailable], tuple[str, ...]]:
+    """Search (or read the manifest), pick, and download; failed downloads come back as data.
+
+    With ``select``, only the clearest acquisitions per tile and period are downloaded (by the
+    hub's cloud cover); the others are listed in the notes returned, with the reason.
+    """
     from ben_builder.sources.hub import HubSettings, make_backend
     from ben_builder.sources.hub.manifest import read_manifest, write_manifest
     from ben_builder.sources.hub.query import Query, area_from_bbox, area_from_geojson
@@ -50,6 +55,15 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[Unavailable]]:
         offline_rounds=hub.offline_rounds,
         offline_wait_s=hub.offline_wait_s,
     )
+    notes: tuple[str, ...] = ()
+    if select is not None:
+        chosen = select_clearest(
+            [Candidate(i.name, i.cloud_cover, i) for i in items],
+            select.n,
+            select.per,
+            select.level,
+        )
+        items, notes = [c.item for c in chosen.picked], tuple(chosen.lines())
     results = download_all(items, hub.download_dir, backend, policy)
     found = sorted(Path(r.path) for r in results if r.ok and r.path)
     failed = [
@@ -68,4 +82,4 @@ def fetch_from_hub(hub: HubInputs) -> tuple[list[Path], list[Unavailable]]:
             for n in (w.removesuffix(".SAFE") for w in names)
             if n not in have
         ]
-    return found, failed
+    return found, failed, notes

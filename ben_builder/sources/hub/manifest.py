@@ -29,6 +29,7 @@ class ManifestItem:
         footprint_wkt: Footprint in EPSG:4326 WKT, if published.
         online: False when the product sits in a long-term archive.
         sensing_start: Sensing start (ISO 8601), if published.
+        cloud_cover: The hub's cloud cover in percent, if published (``select`` picks by it).
     """
 
     id: str
@@ -41,6 +42,7 @@ class ManifestItem:
     footprint_wkt: str | None = None
     online: bool = True
     sensing_start: str | None = None
+    cloud_cover: float | None = None
 
     @property
     def filename(self) -> str:
