@@ -59,6 +59,15 @@ class SyntheticInputs(_Model):
         return tiles
 
 
+class AoiSettings(_Model):
+    """An area of interest: only tiles that touch it, only patches that intersect it."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="West, south, east, north in degrees."
+    )
+    path: Path | None = Field(None, description="A GeoJSON or GeoPackage file (any CRS).")
+
+
 class SelectSettings(_Model):
     """Keep the clearest acquisitions per tile and period (hub searches and local folders)."""
 
@@ -294,6 +303,11 @@ class RunConfig(_Model):
     inputs: Inputs
     layout: Literal["v2", "v1", "both", "lmdb"] = Field(
         "v2", description="v2 folders, v1 folders, both, or lmdb (straight into the training LMDB)."
+    )
+    aoi: AoiSettings | None = Field(
+        None,
+        description="Area of interest: products of tiles that do not touch it are left out, "
+        "and patches that do not intersect it (dropped_outside_aoi).",
     )
     select: SelectSettings | None = Field(
         None,

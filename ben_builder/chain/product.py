@@ -32,6 +32,7 @@ from ben_builder.chain.bandstream import BandStream
 from ben_builder.chain.stages import WRITE_OVERLAPPED, Stages
 from ben_builder.errors import BenBuilderError
 from ben_builder.files import write_json, write_parquet
+from ben_builder.patches.aoi import patches_in
 from ben_builder.patches.clc import rasterize_codes, read_clc
 from ben_builder.patches.grid import Patch, PatchGrid, split_for
 from ben_builder.patches.labels import PatchLabels, label_patches
@@ -82,6 +83,8 @@ class Options:
         overlap_tiles: Every tile of the archive, so a place where tiles overlap is kept by one
             of them (:mod:`ben_builder.patches.overlap`; counted as ``dropped_overlap``); empty:
             every patch of every tile is kept (a reproduction keeps what v2 kept).
+        aoi_wkt: An area of interest (EPSG:4326 WKT): patches that do not intersect it are
+            left out (``dropped_outside_aoi``).
     """
 
     clc_path: Path | None = None
@@ -90,6 +93,7 @@ class Options:
     verify: bool = True
     v1_names: Literal["formula", "bigearthnet"] = "formula"
     overlap_tiles: tuple[str, ...] = ()
+    aoi_wkt: str | None = None
     force: bool = False
     inputs: provenance.Inputs | None = None
 
@@ -120,6 +124,7 @@ class ProductSummary:
     dropped_unlabeled: int = 0
     dropped_not_in_v1: int = 0
     dropped_overlap: int = 0
+    dropped_outside_aoi: int = 0
     flagged_cloud_or_shadow: int = 0
     flagged_snow: int = 0
     kept: int = 0
@@ -293,6 +298,7 @@ class Cut:
             reproduction (None: names by formula).
         keep_place: Patches whose place this tile keeps (another tile of the archive keeps the
             others).
+        in_aoi: Patches that intersect the area of interest (all without one).
     """
 
     grid: PatchGrid
@@ -303,6 +309,7 @@ class Cut:
     screening: Screening
     table_names: dict[tuple[int, int], str] | None
     keep_place: np.ndarray
+    in_aoi: np.ndarray
 
 
 def _labels(
@@ -360,7 +367,10 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             keep_place = kept_places(
                 product.name.tile_id, product.tile, grid, options.overlap_tiles
             )
-        wanted = keep_labels & keep_place
+        in_aoi = np.ones(grid.shape, bool)
+        if options.aoi_wkt:
+            in_aoi = patches_in(options.aoi_wkt, grid)
+        wanted = keep_labels & keep_place & in_aoi
         if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
             wanted &= _in_table(grid, table_names)
         if options.layout != "lmdb":  # the LMDB shard takes a patch's bands together
@@ -385,7 +395,7 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             stream.close()
     if stream is not None:
         stages.seconds[WRITE_OVERLAPPED] = stream.busy_s
-    return Cut(grid, bands, codes, labels, keep_labels, scr, table_names, keep_place)
+    return Cut(grid, bands, codes, labels, keep_labels, scr, table_names, keep_place, in_aoi)
 
 
 def _decode(
@@ -537,6 +547,9 @@ def _kept_name(product: Product, p: Patch, cut: Cut, s: ProductSummary) -> str |
         return None
     if not cut.keep_labels[p.y, p.x]:
         s.dropped_unlabeled += 1
+        return None
+    if not cut.in_aoi[p.y, p.x]:
+        s.dropped_outside_aoi += 1
         return None
     if not cut.keep_place[p.y, p.x]:
         s.dropped_overlap += 1

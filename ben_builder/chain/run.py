@@ -37,6 +37,7 @@ from ben_builder.chain.stages import stage_of
 from ben_builder.config import HubInputs, RunConfig
 from ben_builder.errors import BenBuilderError, ClusterError
 from ben_builder.files import output_lock, write_bytes
+from ben_builder.patches.aoi import read_area
 from ben_builder.product.names import ProductName
 from ben_builder.product.verify import checksum
 from ben_builder.runtime import gdal_env
@@ -176,7 +177,8 @@ def plan_run(
             "them; checked the output, the CLC file, lists and boundaries"
         )
         return plan, [], []
-    found = discover_products(config.inputs, rules.product_list(), config.select)
+    aoi = read_area(config.aoi.bbox, config.aoi.path) if config.aoi is not None else None
+    found = discover_products(config.inputs, rules.product_list(), config.select, aoi)
     products, duplicates = select_products(found.products, config.duplicates)
     plan = preflight(
         products, found.clc, config.output, config.layout, rules.v1_names == "bigearthnet"
@@ -204,7 +206,8 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     """
     rules = reproduction(config.reproduce)
     adjust = metadata_rules(config, rules)
-    found = discover_products(config.inputs, rules.product_list(), config.select)
+    aoi = read_area(config.aoi.bbox, config.aoi.path) if config.aoi is not None else None
+    found = discover_products(config.inputs, rules.product_list(), config.select, aoi)
     products, duplicates = select_products(found.products, config.duplicates)
     clc = found.clc
     for d in duplicates:
@@ -217,6 +220,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
         force=force,
         v1_names=rules.v1_names,
         overlap_tiles=overlap_tiles(products, config.overlap, rules),
+        aoi_wkt=aoi,
     )
     # the shared inputs' digests once (the CLC hashed once per version of the file)
     options = replace(options, inputs=options.run_inputs(config.output))

@@ -127,6 +127,7 @@ COUNT_KEYS = (
     "dropped_unlabeled",
     "dropped_not_in_v1",
     "dropped_overlap",
+    "dropped_outside_aoi",
     "flagged_cloud_or_shadow",
     "flagged_snow",
     "kept",

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import rasterio
 
 from ben_builder.config import Inputs, ProductListFilter, SelectSettings
 from ben_builder.errors import BenBuilderError, ProductNotFoundError
+from ben_builder.product.names import bare_name
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import filter_by_list
-from ben_builder.sources.select import Candidate, select_clearest
+from ben_builder.sources.select import Candidate, in_area, select_clearest
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ def discover_products(
     inputs: Inputs,
     default_list: ProductListFilter | None = None,
     select: SelectSettings | None = None,
+    aoi_wkt: str | None = None,
 ) -> Discovered:
     """The products to process, those asked for but unavailable, the CLC path (and S1 folder).
 
@@ -49,6 +54,8 @@ def discover_products(
             reproduction's published list).
         select: Keep only the clearest acquisitions per tile and period (a hub downloads only
             those).
+        aoi_wkt: An area of interest (EPSG:4326 WKT): products of tiles that do not touch it
+            are left out (a hub does not download them).
     """
     if inputs.source == "synthetic":
         return _synthetic(inputs)
@@ -57,7 +64,7 @@ def discover_products(
 
         if inputs.hub is None:
             raise ValueError("source 'hub' needs a 'hub' section")  # the model checks it first
-        fetched, failed, picks = fetch_from_hub(inputs.hub, select)
+        fetched, failed, picks = fetch_from_hub(inputs.hub, select, aoi_wkt)
         return Discovered(fetched, failed, inputs.clc_path, notes=picks)
     folder = inputs.products_dir
     if folder is None:
@@ -68,14 +75,16 @@ def discover_products(
     if product_list is not None:
         found, missing = filter_by_list(found, product_list, folder)
     notes: tuple[str, ...] = ()
+    if aoi_wkt is not None:
+        found, notes = in_area(found, lambda p: p.name, aoi_wkt)
     if select is not None:
-        found, notes = _select_local(found, select)
+        found, picked = _select_local(found, select)
+        notes += picked
     return Discovered(found, missing, inputs.clc_path, notes=notes)
 
 
 def _select_local(found: list[Path], select: SelectSettings) -> tuple[list[Path], tuple[str, ...]]:
     """The clearest of a folder's products by their own cloud cover (their metadata is read)."""
-    from ben_builder.product.names import bare_name
     from ben_builder.product.safe import read_cloud_cover
 
     candidates = []

@@ -1,4 +1,4 @@
-"""One pick per tile and period: the clearest acquisitions of a season, not every one.
+"""Which products a run takes: the clearest per tile and period, those touching the area.
 
 A hub search for a season finds every acquisition of every tile (often 20 or more per tile,
 each ~1 GB). A researcher wants the clearest one (or few) per tile and month, season or whole
@@ -11,12 +11,14 @@ Ties go to the earlier sensing time, then the name, so the pick is deterministic
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ben_builder.errors import BenBuilderError
-from ben_builder.product.names import ProductName, acquisition
+from ben_builder.patches.aoi import touches_tile
+from ben_builder.patches.tiles import tile_geometry
+from ben_builder.product.names import ProductName, acquisition, bare_name
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,22 @@ def select_clearest(
     for c, why in passed:
         log.info("passed over %s: %s", c.name, why)
     return Picked(sorted(picked, key=lambda c: c.name), passed)
+
+
+def in_area(
+    items: list[T], name_of: Callable[[T], str], aoi_wkt: str
+) -> tuple[list[T], tuple[str, ...]]:
+    """The items whose tile touches the area of interest, and a note for each left out."""
+    kept, notes = [], []
+    for item in items:
+        name = name_of(item)
+        try:
+            tile_id = ProductName.parse(name).tile_id
+        except BenBuilderError:
+            kept.append(item)  # not a product name: opening it reports that
+            continue
+        if touches_tile(aoi_wkt, tile_geometry(tile_id)):
+            kept.append(item)
+        else:
+            notes.append(f"left out {bare_name(name)}: tile {tile_id} does not touch the aoi")
+    return kept, tuple(notes)

@@ -8,13 +8,13 @@ from pathlib import Path
 from ben_builder.config import HubInputs, SelectSettings
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import read_product_list
-from ben_builder.sources.select import Candidate, select_clearest
+from ben_builder.sources.select import Candidate, in_area, select_clearest
 
 log = logging.getLogger(__name__)
 
 
 def fetch_from_hub(
-    hub: HubInputs, select: SelectSettings | None = None
+    hub: HubInputs, select: SelectSettings | None = None, aoi_wkt: str | None = None
 ) -> tuple[list[Path], list[Unavailable], tuple[str, ...]]:
     """Search (or read the manifest), pick, and download; failed downloads come back as data.
 
@@ -56,6 +56,8 @@ def fetch_from_hub(
         offline_wait_s=hub.offline_wait_s,
     )
     notes: tuple[str, ...] = ()
+    if aoi_wkt is not None:  # products of tiles that do not touch it are not downloaded
+        items, notes = in_area(items, lambda i: i.name, aoi_wkt)
     if select is not None:
         chosen = select_clearest(
             [Candidate(i.name, i.cloud_cover, i) for i in items],
@@ -63,7 +65,7 @@ def fetch_from_hub(
             select.per,
             select.level,
         )
-        items, notes = [c.item for c in chosen.picked], tuple(chosen.lines())
+        items, notes = [c.item for c in chosen.picked], notes + tuple(chosen.lines())
     results = download_all(items, hub.download_dir, backend, policy)
     found = sorted(Path(r.path) for r in results if r.ok and r.path)
     failed = [
