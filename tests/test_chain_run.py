@@ -71,6 +71,9 @@ def test_build_is_deterministic_across_worker_counts(tmp_path, products_dir, syn
     # countries by default from the shipped Natural Earth: T33UUP's upper-left 12 km lie in
     # Bavaria (12.4 E, 48.7 N), T34VER's in the Gulf of Bothnia off Sweden's coast (21.1 E, 64.0 N)
     assert set(meta.country) == {"Germany", "Sweden"}
+    # a new archive without a v1 layout: no v1 names (a formula would repeat across the tiles
+    # of one datatake)
+    assert meta.s2v1_name.isna().all()
     report = (tmp_path / "two" / "report" / "report.md").read_text()
     for section in (
         "## Counts",
@@ -172,7 +175,11 @@ def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir,
 
 
 def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
-    base = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "base")), progress=False)
+    # a new archive has v1 names only with a v1 layout (its folders): flag lists match those
+    base = run(
+        load_config(_config(tmp_path, products_dir, synthetic.clc, "base", layout="both")),
+        progress=False,
+    )
     parts = read_parts(tmp_path / "base")
     names = sorted(parts.s2v1_name)
     cloudy, snowy = set(names[::5]), set(names[1::7])
@@ -184,6 +191,7 @@ def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
         products_dir,
         synthetic.clc,
         "lists",
+        layout="both",
         flags_from_lists={
             "cloud_or_shadow": str(tmp_path / "cloud.csv"),
             "snow": str(tmp_path / "snow.csv"),

@@ -77,9 +77,12 @@ class Options:
             repeated while the product's files are unchanged.
         force: Redo the product even if its recorded fingerprint equals the current one.
         inputs: The run's shared inputs (computed once by the pipeline), or None to compute them.
-        v1_names: ``s2v1_name`` by ``formula`` (``<mission>_MSIL2A_<sensing>_<x>_<y>``, for new
-            archives) or from BigEarthNet v1's own table (``bigearthnet``: the published names;
-            a patch v1 did not have is dropped, counted as ``dropped_not_in_v1``).
+        v1_names: ``s2v1_name`` by ``formula`` (``<mission>_MSIL2A_<sensing>_<x>_<y>``: the
+            folder names of a new archive's v1 layout), ``none`` (null: a new archive without a
+            v1 layout, whose patches v1 never had; a formula name would repeat across the
+            tiles of one datatake), or from BigEarthNet v1's own table (``bigearthnet``: the
+            published names; a patch v1 did not have is dropped, counted as
+            ``dropped_not_in_v1``).
         overlap_tiles: Every tile of the archive, so a place where tiles overlap is kept by one
             of them (:mod:`ben_builder.patches.overlap`; counted as ``dropped_overlap``); empty:
             every patch of every tile is kept (a reproduction keeps what v2 kept).
@@ -91,7 +94,7 @@ class Options:
     layout: Layout = "v2"
     screening: specs.ScreeningSpec = field(default_factory=specs.screening)
     verify: bool = True
-    v1_names: Literal["formula", "bigearthnet"] = "formula"
+    v1_names: Literal["formula", "bigearthnet", "none"] = "formula"
     overlap_tiles: tuple[str, ...] = ()
     aoi_wkt: str | None = None
     force: bool = False
@@ -529,6 +532,8 @@ def _write_patches(
             s2v1 = _kept_name(product, p, cut, s)
             if s2v1 is None:
                 continue
+            if options.v1_names == "none":
+                s2v1 = ""
             row = _row(product, p, cut, s2v1, options)
             s.flagged_cloud_or_shadow += bool(row["contains_cloud_or_shadow"])
             s.flagged_snow += bool(row["contains_seasonal_snow"])
@@ -573,7 +578,7 @@ def _row(product: Product, p: Patch, cut: Cut, s2v1: str, options: Options) -> d
         "split": split_for(p, product.tile),
         "country": None,
         "s1_name": None,
-        "s2v1_name": s2v1,
+        "s2v1_name": s2v1 or None,
         "contains_seasonal_snow": sn,
         "contains_cloud_or_shadow": cs,
         "flagged": (cs or sn) and options.screening.exclude_flagged,
@@ -635,6 +640,13 @@ _PART_COLUMNS = [
     "ulx_m",
     "uly_m",
 ]
+
+
+def v1_names_for(layout: str, rules: Reproduction) -> Literal["formula", "bigearthnet", "none"]:
+    """Where a run's ``s2v1_name`` comes from: v1's table, the v1 folders' names, or nowhere."""
+    if rules.v1_names == "bigearthnet":
+        return "bigearthnet"
+    return "formula" if layout in ("v1", "both") else "none"
 
 
 def overlap_tiles(products: list[Path], overlap: str, rules: Reproduction) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_wor
 from ben_builder.chain.l2a import make_l2a
 from ben_builder.chain.metadata import MetadataRules, metadata_rules
 from ben_builder.chain.preflight import Plan, check_writable, preflight
-from ben_builder.chain.product import Options, overlap_tiles, process_product
+from ben_builder.chain.product import Options, overlap_tiles, process_product, v1_names_for
 from ben_builder.chain.results import (
     RunResult,
     TaskResult,
@@ -218,7 +218,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
         layout=config.layout,
         verify=config.verify,
         force=force,
-        v1_names=rules.v1_names,
+        v1_names=v1_names_for(config.layout, rules),
         overlap_tiles=overlap_tiles(products, config.overlap, rules),
         aoi_wkt=aoi,
     )

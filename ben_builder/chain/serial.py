@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ben_builder.archive.finalize import finalize, read_parts
 from ben_builder.bigearthnet import reproduction
 from ben_builder.chain.preflight import check_v1_names
-from ben_builder.chain.product import Options, overlap_tiles, process_product
+from ben_builder.chain.product import Options, overlap_tiles, process_product, v1_names_for
 from ben_builder.errors import BenBuilderError
 from ben_builder.files import output_lock
 from ben_builder.runtime import decoder_environ
@@ -55,7 +55,12 @@ def run_serial(
     with output_lock(out, what):
         os.environ.update(decoder_environ())  # one decoding thread here: as the workers decode
         chosen, dropped = select_products(products, duplicates)
-        options = replace(options, overlap_tiles=overlap_tiles(chosen, overlap, reproduction(None)))
+        new = reproduction(None)
+        options = replace(
+            options,
+            overlap_tiles=overlap_tiles(chosen, overlap, new),
+            v1_names=v1_names_for(options.layout, new),
+        )
         if options.layout in ("v1", "both"):
             check_v1_names(list(chosen))
         result = SerialResult(skipped=dropped)
