@@ -88,6 +88,24 @@ def test_chain_on_slurm_equals_local(tmp_path, products, synthetic, local):
     assert logs and any("distributed.worker" in p.read_text() for p in logs)  # at info level
 
 
+_RUNNING_SINCE: dict[str, float] = {}
+
+
+def _running_for(job_name: str, seconds: float) -> bool:
+    """Whether a job named ``job_name`` has been RUNNING for ``seconds`` (polled)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-n", job_name, "-t", "RUNNING", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not out:
+        _RUNNING_SINCE.pop(job_name, None)
+        return False
+    since = _RUNNING_SINCE.setdefault(job_name, time.time())
+    return time.time() - since >= seconds
+
+
 def _cancel_when(predicate, job_name, timeout=300):
     """Cancel every job named ``job_name`` once ``predicate()`` holds; return whether it did."""
     deadline = time.time() + timeout
@@ -104,8 +122,11 @@ def test_cancelled_jobs_are_replaced_and_the_run_finishes(
 ):
     out = tmp_path / "c"
     cfg = _config(tmp_path, products, synthetic.clc, "c", _slurm("ben-test-cancel", jobs=1))
-    first_part = lambda: any((out / archive.PARTS_DIR).glob("*.parquet"))  # noqa: E731
-    cancel = threading.Thread(target=_cancel_when, args=(first_part, "ben-test-cancel"))
+    # cancelled while its products run (not once one is done: on a loaded machine the others
+    # could finish before the cancel lands, and nothing would be lost)
+    cancel = threading.Thread(
+        target=_cancel_when, args=(lambda: _running_for("ben-test-cancel", 3.0), "ben-test-cancel")
+    )
     cancel.start()
     with caplog.at_level("INFO", logger="ben_builder"):
         res = run(cfg, progress=False)
