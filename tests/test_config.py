@@ -50,3 +50,20 @@ def test_the_readme_lists_every_configuration_key_as_the_models_define_them():
     assert block == reference_markdown(), "regenerate the README block from reference_markdown()"
     for key in ("inputs.synthetic.sensing_time", "countries.rule", "s1.bigearthnet_v1"):
         assert f"`{key}`" in block
+
+
+def test_a_synthetic_tile_id_is_checked_when_the_configuration_loads(tmp_path):
+    """``T30TVKX`` used to pass ``--check`` and crash the build; now the config names it."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\noutput: out\ninputs:\n  source: synthetic\n"
+        "  synthetic: {dir: in, tiles: [T30TVKX]}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_config(bad)
+    assert "bad.yaml" in str(err.value) and "'T30TVKX' is not a Sentinel-2 tile id" in str(
+        err.value
+    )
+    bad.write_text(bad.read_text().replace("T30TVKX", "30tvk"))
+    with pytest.raises(SpecError, match="did you mean T30TVK"):
+        load_config(bad)
