@@ -335,6 +335,13 @@ class RunConfig(_Model):
         "countries, and the 115 products as the default product list.",
     )
     report_samples: int = Field(24, ge=0, description="Sample patches in the report's mosaic.")
+    prune_max_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Products no input asks for any more are removed from the archive; more "
+        "than this share of them stops the run unless build --prune (a mistyped folder).",
+    )
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     fail_fast: bool = False
     duplicates: Literal["latest", "fail"] = Field(

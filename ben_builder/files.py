@@ -74,8 +74,10 @@ def output_lock(root: Path, what: str = "build") -> Iterator[None]:
         fh.truncate()
         fh.write(f"{what} pid {os.getpid()} on host {socket.gethostname()} since {started}\n")
         fh.flush()
-        yield
-        fh.truncate(0)  # an idle lock names nobody (and the archive's files match between runs)
+        try:
+            yield
+        finally:  # an idle lock names nobody (and the archive's files match between runs)
+            fh.truncate(0)
     finally:
         fh.close()  # releases the lock
 

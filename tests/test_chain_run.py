@@ -20,7 +20,7 @@ from ben_builder import files as safe_files
 from ben_builder.archive.finalize import finalize, read_parts
 from ben_builder.chain.run import run
 from ben_builder.config import load_config
-from ben_builder.errors import ProductNotFoundError
+from ben_builder.errors import PreflightError, ProductNotFoundError
 from tests.helpers import digest_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -511,3 +511,42 @@ def test_lmdb_layout_is_what_encode_makes_of_a_v2_build(tmp_path, products_dir, 
     data = pytest.importorskip("ben_builder.train.data")  # training reads the archive as it is
     ds = data.EncodedPatches(tmp_path / "lm", "train", 43, ("B02", "B8A", "B09"))
     assert len(ds) > 0 and ds[0]["x20"].shape == (1, 60, 60)
+
+
+def test_a_product_gone_from_the_folder_is_removed_and_a_mistyped_folder_is_refused(
+    tmp_path, products_dir, synthetic
+):
+    """The archive equals a clean build of today's inputs: a removed product's files and rows go.
+
+    More than ``prune_max_share`` of the archive going (a mistyped folder) stops the run,
+    unless ``--prune``.
+    """
+    folder = tmp_path / "folder"
+    shutil.copytree(products_dir, folder)
+    first = run(load_config(_config(tmp_path, folder, synthetic.clc, "a")), progress=False)
+    assert not first.failures and len(first.results) == 3
+    gone = sorted(folder.iterdir())[0]
+    (shutil.rmtree if gone.is_dir() else os.remove)(gone)
+    again = run(load_config(_config(tmp_path, folder, synthetic.clc, "a")), progress=False)
+    stem = gone.name.rsplit("_", 1)[0]
+    assert again.removed == [stem] and any(f"removed {stem}" in w for w in again.warnings)
+    clean = run(load_config(_config(tmp_path, folder, synthetic.clc, "clean")), progress=False)
+    assert not clean.failures
+    assert digest_tree(tmp_path / "a") == digest_tree(tmp_path / "clean")
+    # a folder with one of the two: half the archive would go, over a share of 0.25: refused,
+    # nothing removed; --prune removes it
+    only = tmp_path / "only"
+    only.mkdir()
+    (tmp_path / "b").mkdir()
+    cfg = _config(tmp_path / "b", only, synthetic.clc, "a", prune_max_share=0.25)
+    cfg = cfg.rename(tmp_path / "b.yaml")
+    text = cfg.read_text().replace(str(tmp_path / "b" / "a"), str(tmp_path / "a"))
+    cfg.write_text(text)
+    keep = next(p for p in folder.iterdir() if "T34VER" in p.name)
+    (shutil.copytree if keep.is_dir() else shutil.copy)(keep, only / keep.name)
+    before = digest_tree(tmp_path / "a")
+    with pytest.raises(PreflightError, match=r"1 of the 2 products .* Run with --prune"):
+        run(load_config(cfg), progress=False)
+    assert digest_tree(tmp_path / "a") == before
+    pruned = run(load_config(cfg), progress=False, prune=True)
+    assert len(pruned.removed) == 1 and not pruned.failures

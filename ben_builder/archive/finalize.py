@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ben_builder.archive import (
     shard_path,
 )
 from ben_builder.archive.shards import merge_shards
+from ben_builder.errors import PreflightError
 from ben_builder.files import atomic_path, write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
@@ -126,3 +128,40 @@ def finalize(
             lines = [f"{v1},{s1 if isinstance(s1, str) else ''}\n" for v1, s1 in pairs]
             write_bytes(root / name, "".join(lines).encode())
     return {"metadata": int((~flagged_mask).sum()), "flagged": int(flagged_mask.sum())}
+
+
+def finished_products(root: Path) -> list[str]:
+    """The stems of the products the archive holds as finished (their parts), sorted."""
+    return sorted(p.stem for p in (root / PARTS_DIR).glob("*.parquet"))
+
+
+def prune_products(
+    root: Path, keep: Callable[[str], bool], max_share: float, force: bool
+) -> list[str]:
+    """Remove the products no input asks for any more; return their stems.
+
+    Args:
+        root: The archive.
+        keep: Whether the run's inputs ask for a product stem.
+        max_share: The largest share of the archive's products removed without ``force``.
+        force: Remove whatever share it is (``build --prune``).
+
+    Raises:
+        PreflightError: more than ``max_share`` of the products would go (a mistyped products
+            folder must not empty an archive): run with ``--prune`` to remove them.
+    """
+    held = finished_products(root)
+    gone = [stem for stem in held if not keep(stem)]
+    if gone and not force and len(gone) > max_share * len(held):
+        raise PreflightError(
+            f"{len(gone)} of the {len(held)} products in {root} are no longer among the inputs "
+            f"(e.g. {gone[0]}); is the products folder or list the right one? Run with --prune "
+            "to remove them from the archive"
+        )
+    for stem in gone:
+        removed = remove_product(root, stem)
+        for record in (root / PARTS_DIR).glob(f"{stem}.*"):  # its verification and digest
+            record.unlink()
+            removed += 1
+        log.info("removed %s from the archive (%d files): no input asks for it", stem, removed)
+    return gone

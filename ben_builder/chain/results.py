@@ -40,6 +40,7 @@ class RunResult:
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
     s1: S1Outcome | None = None
+    removed: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -50,6 +51,7 @@ class RunResult:
     def warnings(self) -> list[str]:
         """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
         out = list(self.notes)
+        out += [f"removed {stem}: no input asks for it any more" for stem in self.removed]
         if self.s1 is not None and self.s1.failures:
             first = ", ".join(f"{f.s1_name} ({f.error})" for f in self.s1.failures[:3])
             out.append(f"{len(self.s1.failures)} S1 patches could not be taken: {first}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ben_builder import archive, specs
-from ben_builder.archive.finalize import finalize, read_parts
+from ben_builder.archive.finalize import finalize, prune_products, read_parts
 from ben_builder.bigearthnet import Reproduction, reproduction
 from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_workers, usable_cores
 from ben_builder.chain.l2a import make_l2a
@@ -38,7 +38,7 @@ from ben_builder.config import HubInputs, RunConfig
 from ben_builder.errors import BenBuilderError, ClusterError
 from ben_builder.files import output_lock, write_bytes
 from ben_builder.patches.aoi import read_area
-from ben_builder.product.names import ProductName
+from ben_builder.product.names import ProductName, acquisition
 from ben_builder.product.verify import checksum
 from ben_builder.runtime import gdal_env
 from ben_builder.sources.inputs import discover_products
@@ -112,7 +112,11 @@ def task_key(path: Path) -> str:
 
 
 def run(
-    config: RunConfig, fail_fast: bool | None = None, progress: bool = True, force: bool = False
+    config: RunConfig,
+    fail_fast: bool | None = None,
+    progress: bool = True,
+    force: bool = False,
+    prune: bool = False,
 ) -> RunResult:
     """Run the chain for ``config``; write the archive, metadata and run report.
 
@@ -120,13 +124,17 @@ def run(
         All task results, metadata counts and the report path. Failures are in the result (and the
         report); the caller decides the exit status.
 
+    Products already in the archive that no input asks for any more are removed (more than
+    ``config.prune_max_share`` of them only with ``prune``).
+
     Raises:
         OutputLockedError: another run is writing into the same output folder.
+        PreflightError: too many products would be removed without ``prune``.
     """
     fail_fast = config.fail_fast if fail_fast is None else fail_fast
     with output_lock(config.output, f"ben-builder build {config.name}"):
         with run_log(config.output / "report" / "run.log"):
-            return _run(config, fail_fast, progress, force)
+            return _run(config, fail_fast, progress, force, prune)
 
 
 @contextmanager
@@ -231,7 +239,7 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     return _Work(rules, adjust, products, clc, options, s1_v1 or found.s1_v1)
 
 
-def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> RunResult:
+def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool, prune: bool) -> RunResult:
     from ben_builder.chain.report import write_report
 
     t0 = time.perf_counter()
@@ -239,6 +247,10 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
     result = RunResult()
     try:
         work = _prepare(config, force, result)
+        # before any work: what no input asks for any more goes (too much of it only if asked)
+        result.removed = prune_products(
+            out, _asked(work.products, result), config.prune_max_share, prune
+        )
     except BenBuilderError as exc:  # before any product: the report says why, then the error
         from ben_builder.chain.report import write_stopped_report
 
@@ -284,6 +296,34 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool) -> Run
         result.seconds = time.perf_counter() - t0
         result.report = write_report(config, result, work.clc)
     return result
+
+
+def _asked(products: list[Path], result: RunResult) -> Callable[[str], bool]:
+    """Whether the run's inputs ask for a product stem of the archive.
+
+    Asked: the products to process and those listed but unavailable now (a failed download
+    keeps what an earlier run made of it), and the L2A made of an L1C input (same acquisition).
+    """
+    stems, l1c = set(), set()
+    for name in [p.name for p in products] + [r.product for r in result.results]:
+        try:
+            parsed = ProductName.parse(name)
+        except BenBuilderError:
+            stems.add(name)
+            continue
+        stems.add(parsed.stem)
+        if parsed.level == "L1C":
+            l1c.add(acquisition(parsed.name))
+
+    def asked(stem: str) -> bool:
+        if stem in stems:
+            return True
+        try:
+            return "_MSIL2A_" in stem and acquisition(stem) in l1c
+        except BenBuilderError:
+            return False
+
+    return asked
 
 
 def _job_watch(client: Any, config: RunConfig) -> Any:

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
     help="Only check inputs, output and disk space, and print what the run would do.",
 )
 @click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove the products no input asks for any more, however many (see prune_max_share).",
+)
+@click.option(
     "--online",
     is_flag=True,
     help="With --check: also reach the hub with the credentials (10 s timeout).",
@@ -42,6 +47,7 @@ def build(
     fail_fast: bool | None,
     force: bool,
     check: bool,
+    prune: bool,
     online: bool,
     allow_empty: bool,
 ) -> None:
@@ -72,7 +78,7 @@ def build(
             raise SystemExit(1)
         click.echo("check passed" + (" with warnings" if plan.warnings else ""))
         return
-    result = run(cfg, fail_fast=fail_fast, force=force)
+    result = run(cfg, fail_fast=fail_fast, force=force, prune=prune)
     click.echo(
         f"{cfg.name}: {result.counts['metadata']} patches in metadata.parquet, "
         f"{result.counts['flagged']} flagged; report {result.report}"
