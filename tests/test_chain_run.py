@@ -550,3 +550,35 @@ def test_a_product_gone_from_the_folder_is_removed_and_a_mistyped_folder_is_refu
     assert digest_tree(tmp_path / "a") == before
     pruned = run(load_config(cfg), progress=False, prune=True)
     assert len(pruned.removed) == 1 and not pruned.failures
+
+
+def _tree(root: Path) -> tuple[dict[str, str], list[str]]:
+    """Every file's digest (the report aside) and every folder, empty ones included."""
+    folders = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_dir() and "report" not in p.relative_to(root).parts
+    )
+    return digest_tree(root), folders
+
+
+def test_a_layout_switch_leaves_nothing_of_the_old_layout(tmp_path, synthetic):
+    """v2 -> v1 -> lmdb -> both: after each switch the archive equals a clean build of it."""
+    one = tmp_path / "one"
+    one.mkdir()
+    src = synthetic.path_of(synthetic.find(tile_id="T34VER", level="L2A"))
+    shutil.copy(src, one / src.name)
+    for i, layout in enumerate(("v2", "v1", "lmdb", "both")):
+        switched = run(
+            load_config(_config(tmp_path, one, synthetic.clc, "arch", layout=layout, n_workers=1)),
+            progress=False,
+        )
+        assert not switched.failures, layout
+        clean = run(
+            load_config(
+                _config(tmp_path, one, synthetic.clc, f"clean{i}", layout=layout, n_workers=1)
+            ),
+            progress=False,
+        )
+        assert not clean.failures
+        assert _tree(tmp_path / "arch") == _tree(tmp_path / f"clean{i}"), layout

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ben_builder.archive import (
+    DB,
     FLAGGED,
     LABELS43,
     METADATA,
@@ -113,6 +114,7 @@ def finalize(
     cols = list(METADATA_COLUMNS)
     for name, rows in ((METADATA, ~flagged_mask), (FLAGGED, flagged_mask)):
         write_parquet(root / name, frame.loc[rows, cols].reset_index(drop=True), METADATA_SCHEMA)
+    remove_other_layouts(root, layout)
     if layout in ("v2", "both"):
         (root / S1_DIR).mkdir(exist_ok=True)
     if layout == "lmdb":  # the archive is the encoded folder: LMDB, parquets, labels43
@@ -165,3 +167,32 @@ def prune_products(
             removed += 1
         log.info("removed %s from the archive (%d files): no input asks for it", stem, removed)
     return gone
+
+
+def remove_other_layouts(root: Path, layout: str) -> list[str]:
+    """Remove what another layout left in the archive (a layout switch); return what went.
+
+    The v2 folders (``BigEarthNet-S2``, ``Reference_Maps``, ``BigEarthNet-S1``) go unless the
+    layout is ``v2`` or ``both``; the v1 folder and split files unless ``v1`` or ``both``; the
+    archive's own LMDB and ``labels43.parquet`` unless ``lmdb``. A re-run after a switch then
+    equals a clean build of the new layout, empty folders included.
+    """
+    v2, v1 = layout in ("v2", "both"), layout in ("v1", "both")
+    other: list[Path] = []
+    if not v2:
+        other += [root / S2_DIR, root / REFMAP_DIR, root / S1_DIR]
+    if not v1:
+        other += [root / V1_DIR, *(root / name for name in V1_SPLIT_FILES.values())]
+    if layout != "lmdb":
+        other += [root / DB, root / LABELS43]
+    removed = []
+    for path in other:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+        log.info("removed %s: left by another layout than %s", path.name, layout)
+    return removed
