@@ -9,11 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ben_builder.specs import check_tile_id, load_yaml, parse_model
+
+
+def _check_tiles(tiles: tuple[str, ...]) -> tuple[str, ...]:
+    for tile in tiles:
+        check_tile_id(tile)
+    return tiles
+
+
+#: Sentinel-2 tile ids, each checked when a configuration loads (a hint for ``30TVK``).
+TileIds = Annotated[tuple[str, ...], AfterValidator(_check_tiles)]
 
 
 class _Model(BaseModel):
@@ -38,9 +48,7 @@ class SyntheticInputs(_Model):
     dir: Path = Field(description="Where products/, clc/ and ground_truth/ are written.")
     size_px: int = Field(2460, gt=0, multiple_of=6)
     seed: int = 0
-    tiles: tuple[str, ...] = Field(
-        (), description="Any Sentinel-2 tiles (default: the demo set's two)."
-    )
+    tiles: TileIds = Field((), description="Any Sentinel-2 tiles (default: the demo set's two).")
     sensing_time: datetime | None = Field(
         None,
         description="Make one product per tile from one datatake sensed then (default: the demo "
@@ -50,13 +58,6 @@ class SyntheticInputs(_Model):
     s1: bool = Field(
         False, description="Also write a BigEarthNet-S1 v1.0 folder of the products' S1 patches."
     )
-
-    @field_validator("tiles")
-    @classmethod
-    def _tile_ids(cls, tiles: tuple[str, ...]) -> tuple[str, ...]:
-        for tile in tiles:
-            check_tile_id(tile)
-        return tiles
 
 
 class AoiSettings(_Model):
@@ -102,16 +103,9 @@ class HubQuery(_Model):
     end: date | None = None
     bbox: tuple[float, float, float, float] | None = None
     geojson: Path | None = None
-    tiles: tuple[str, ...] = ()
+    tiles: TileIds = ()
     max_cloud: float | None = None
     names: ProductListFilter | None = None
-
-    @field_validator("tiles")
-    @classmethod
-    def _tile_ids(cls, tiles: tuple[str, ...]) -> tuple[str, ...]:
-        for tile in tiles:
-            check_tile_id(tile)
-        return tiles
 
 
 class HubInputs(_Model):
