@@ -120,7 +120,7 @@ def test_the_s1_half_is_compared_pixel_by_pixel(tmp_path):
     import rasterio
 
     from ben_builder.archive.finalize import finalize
-    from ben_builder.chain.s1 import attach_s1, s1_folder
+    from ben_builder.chain.s1 import attach_s1
     from ben_builder.sources.synthetic.products import ProductRecipe
     from ben_builder.sources.synthetic.s1 import s1_patches
     from ben_builder.sources.synthetic.writer import scene_for, write_dataset
@@ -156,14 +156,14 @@ def test_the_s1_half_is_compared_pixel_by_pixel(tmp_path):
         assert not attach_s1(root, frame, source).failures
     assert compare_archives(built, reference).identical
     a, b = frame["s1_name"].iloc[:2]
-    with rasterio.open(s1_folder(reference, a) / f"{a}_VH.tif") as ds:
+    with rasterio.open(archive.s1_patch_dir(reference, a) / f"{a}_VH.tif") as ds:
         values, profile = ds.read(1), ds.profile
     values[5, 7] += 1.0
-    changed = s1_folder(reference, a) / f"{a}_VH.tif"
+    changed = archive.s1_patch_dir(reference, a) / f"{a}_VH.tif"
     changed.unlink()  # a hard link to the source: write a new file, not through the link
     with rasterio.open(changed, "w", **profile) as ds:
         ds.write(values, 1)
-    (s1_folder(reference, b) / f"{b}_VV.tif").unlink()
+    (archive.s1_patch_dir(reference, b) / f"{b}_VV.tif").unlink()
     c = compare_archives(built, reference)
     assert not c.identical
     assert c.files["S1"].differ == 2 and c.files["S1"].compared == 2 * len(frame)

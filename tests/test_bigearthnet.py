@@ -306,7 +306,7 @@ def test_reproduction_from_l1c_products(tmp_path, l1c_inputs):
     assert res.s1 is not None and res.s1.failures == [] and res.s1.placed > 100
     source = root / "BigEarthNet-S1-v1.0"
     for name in meta.s1_name.dropna():
-        folder = out / archive.S1_DIR / name.rsplit("_", 3)[0] / name
+        folder = archive.s1_patch_dir(out, name)
         for pol in ("VV", "VH"):
             assert (folder / f"{name}_{pol}.tif").read_bytes() == (
                 source / name / f"{name}_{pol}.tif"

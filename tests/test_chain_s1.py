@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from ben_builder import archive
-from ben_builder.chain.s1 import attach_s1, product_start
+from ben_builder.chain.s1 import attach_s1
 from ben_builder.errors import ProductNotFoundError
 from ben_builder.sources.synthetic.products import ProductRecipe
 from ben_builder.sources.synthetic.s1 import s1_patches
@@ -51,7 +51,7 @@ def test_pairs_are_linked_where_v2_puts_them_and_reruns_follow_the_inputs(tmp_pa
     assert (first.placed, first.kept, first.removed, first.failures) == (2 * len(frame), 0, 0, [])
     for name in frame["s1_name"]:
         for pol in ("VV", "VH"):
-            ours = out / archive.S1_DIR / product_start(name) / name / f"{name}_{pol}.tif"
+            ours = archive.s1_patch_dir(out, name) / f"{name}_{pol}.tif"
             theirs = src / name / f"{name}_{pol}.tif"
             assert ours.read_bytes() == theirs.read_bytes()
             assert os.path.samefile(ours, theirs)  # a hard link on one file system
@@ -65,10 +65,10 @@ def test_pairs_are_linked_where_v2_puts_them_and_reruns_follow_the_inputs(tmp_pa
     changed.write_bytes(data[:-4] + b"\0\0\0\0")
     third = attach_s1(out, frame.iloc[:-1], src)
     assert (third.placed, third.removed) == (1, 1)
-    placed = out / archive.S1_DIR / product_start(name) / name / f"{name}_VV.tif"
+    placed = archive.s1_patch_dir(out, name) / f"{name}_VV.tif"
     assert placed.read_bytes() == changed.read_bytes()
     gone = frame["s1_name"].iloc[-1]
-    assert not (out / archive.S1_DIR / product_start(gone) / gone).exists()
+    assert not (archive.s1_patch_dir(out, gone)).exists()
 
 
 def test_a_patch_that_does_not_fit_its_pair_is_a_failure_of_that_patch(tmp_path, s1_source):
@@ -89,6 +89,6 @@ def test_a_patch_that_does_not_fit_its_pair_is_a_failure_of_that_patch(tmp_path,
     assert f"{b}_VH.tif" in errors[b] and "does not lie on its S2 patch" in errors[b]
     assert "no folder" in errors[c]
     assert outcome.placed == 2 * (len(frame) - 3)
-    assert not (out / archive.S1_DIR / product_start(a) / a).exists()
+    assert not (archive.s1_patch_dir(out, a)).exists()
     with pytest.raises(ProductNotFoundError, match="BigEarthNet-S1 v1.0 folder"):
         attach_s1(out, frame, tmp_path / "absent")

@@ -22,7 +22,6 @@ import rasterio
 from ben_builder import archive, specs
 from ben_builder.archive.finalize import finalize
 from ben_builder.chain.product import Options, process_product
-from ben_builder.chain.s1 import s1_folder
 from ben_builder.encode import encode_archive
 
 torchgeo_datasets = pytest.importorskip("torchgeo.datasets")
@@ -126,7 +125,7 @@ def test_torchgeo_bigearthnet_v2_reads_the_s1_half_of_a_reproduction(reproductio
             sample = ds[i]
             s1 = sample["image_s1"] if bands == "all" else sample["image"]
             name = rows.loc[i, "s1_name"]
-            folder = s1_folder(root, name)
+            folder = archive.s1_patch_dir(root, name)
             assert s1.shape == (2, 120, 120)
             for channel, pol in enumerate(("VH", "VV")):  # torchgeo sorts the file names
                 with rasterio.open(folder / f"{name}_{pol}.tif") as f:
@@ -231,5 +230,5 @@ def test_configilm_reads_the_s1_bands_of_an_encoded_reproduction(reproduction_wi
     for name, image in zip(got["image_names"], got["images"], strict=True):
         s1 = s1_of[name]
         for c, pol in enumerate(("VV", "VH")):
-            with rasterio.open(s1_folder(root, s1) / f"{s1}_{pol}.tif") as f:
+            with rasterio.open(archive.s1_patch_dir(root, s1) / f"{s1}_{pol}.tif") as f:
                 np.testing.assert_array_equal(image[c], f.read(1))

@@ -69,6 +69,16 @@ def refmap_path(root: Path, product_stem: str, patch_id: str) -> Path:
     return root / REFMAP_DIR / product_stem / patch_id / f"{patch_id}_reference_map.tif"
 
 
+def s1_product_start(s1_name: str) -> str:
+    """The S1 product start of an S1 patch name (``S1A_IW_GRDH_1SDV_<time>``)."""
+    return s1_name.rsplit("_", 3)[0]
+
+
+def s1_patch_dir(root: Path, s1_name: str) -> Path:
+    """Folder of one S1 patch's VV and VH in the v2 layout."""
+    return root / S1_DIR / s1_product_start(s1_name) / s1_name
+
+
 def part_path(root: Path, product_stem: str) -> Path:
     """Per-product metadata part; its presence marks the product as finished."""
     return root / PARTS_DIR / f"{product_stem}.parquet"

@@ -140,7 +140,7 @@ def _patch_files(
     one side is a difference.
     """
     if s1_name:
-        folder = root / archive.S1_DIR / s1_name.rsplit("_", 3)[0] / s1_name
+        folder = archive.s1_patch_dir(root, s1_name)
         for pol in ("VV", "VH"):
             yield "S1", folder / f"{s1_name}_{pol}.tif"
     product = product_of(patch_id)

@@ -56,16 +56,6 @@ class S1Outcome:
     failures: list[S1Failure] = field(default_factory=list)
 
 
-def product_start(s1_name: str) -> str:
-    """The S1 product start of a patch name (``S1A_IW_GRDH_1SDV_<time>``)."""
-    return s1_name.rsplit("_", 3)[0]
-
-
-def s1_folder(root: Path, s1_name: str) -> Path:
-    """Where an S1 patch lives in the v2 layout."""
-    return root / archive.S1_DIR / product_start(s1_name) / s1_name
-
-
 def attach_s1(root: Path, frame: pd.DataFrame, s1_v1: Path) -> S1Outcome:
     """Put the S1 pair of every row of ``frame`` that has one into ``root``'s ``BigEarthNet-S1``.
 
@@ -88,7 +78,7 @@ def attach_s1(root: Path, frame: pd.DataFrame, s1_v1: Path) -> S1Outcome:
     rows = frame[frame["s1_name"].notna()] if "s1_name" in frame else frame.iloc[:0]
     for row in rows.itertuples():
         s1_name, patch_id = str(row.s1_name), str(row.patch_id)
-        dest = s1_folder(root, s1_name)
+        dest = archive.s1_patch_dir(root, s1_name)
         problem = _check(s1_v1 / s1_name, row)
         if problem is not None:
             outcome.failures.append(S1Failure(patch_id, s1_name, problem))

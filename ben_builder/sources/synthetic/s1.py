@@ -30,6 +30,7 @@ from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
 from ben_builder import bigearthnet
+from ben_builder.archive import s1_product_start
 from ben_builder.files import write_bytes
 from ben_builder.product.names import acquisition
 from ben_builder.sources.synthetic.products import ProductRecipe
@@ -69,7 +70,7 @@ class S1Patch:
     y: int
 
 
-def s1_product_start(recipe: ProductRecipe) -> str:
+def paired_s1_start(recipe: ProductRecipe) -> str:
     """The S1 product start (``S1A_IW_GRDH_1SDV_<time>``) paired by rule with ``recipe``."""
     return f"S1A_IW_GRDH_1SDV_{recipe.sensing + S1_AFTER:%Y%m%dT%H%M%S}"
 
@@ -89,7 +90,7 @@ def s1_patches(recipe: ProductRecipe, scene: Scene) -> list[S1Patch]:
             for (x, y), v1 in sorted(v1_names.items(), key=lambda kv: (kv[0][1], kv[0][0]))
             if x < n and y < n and v1 in pairs
         ]
-    start, tile = s1_product_start(recipe), recipe.tile_id[1:]
+    start, tile = paired_s1_start(recipe), recipe.tile_id[1:]
     sensing = f"{recipe.sensing:%Y%m%dT%H%M%S}"
     return [
         S1Patch(f"{start}_{tile}_{x}_{y}", f"{recipe.mission}_MSIL2A_{sensing}_{x}_{y}", x, y)
@@ -178,7 +179,7 @@ def _write_patch(patch: S1Patch, scene: Scene, codes: np.ndarray, crs: CRS, out_
     block = codes[rows, cols]
     for pol, values in render_s1(block, scene.seed, patch).items():
         write_bytes(folder / f"{patch.s1_name}_{pol}.tif", s1_tiff_bytes(values, crs, ulx, uly))
-    start = patch.s1_name.rsplit("_", 3)[0]
+    start = s1_product_start(patch.s1_name)
     text = json.dumps(s1_metadata(patch, crs, ulx, uly, start), indent=2, sort_keys=True)
     write_bytes(meta, text.encode())  # last: marks the patch complete
     return 1
