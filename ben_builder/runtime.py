@@ -9,6 +9,11 @@ measured again.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import rasterio
@@ -96,3 +101,53 @@ def dask_env_exports(settings: dict[str, Any]) -> list[str]:
         f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}={value}"
         for key, value in settings.items()
     ]
+
+
+#: The signals that stop a run in order: SIGTERM (SLURM at walltime, ``kill``, ``scancel``) and
+#: SIGINT (Ctrl-C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass
+class StopRequest:
+    """Whether a stop signal arrived, and which (set by :func:`stop_on_signals`)."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The signal's name (``SIGTERM``), or ``""`` while none arrived."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status of a process ended by that signal: 128 + its number."""
+        return 128 + (self.signum or 0)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Turn the first SIGTERM or SIGINT into a request the caller polls; a second exits at once.
+
+    The caller stops in order at its next poll (no new work, finished work kept, its report
+    written). The handler only records the signal: logging or raising from it could interrupt
+    the main thread inside a lock or a half-written file. A second signal ends the process at
+    once with ``128 + signum`` (the kernel releases its locks). Outside the main thread, where
+    Python cannot set handlers, the request simply never fires.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.signum is not None:
+            os._exit(128 + signum)
+        request.signum = signum
+
+    before = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for s, old in before.items():
+            signal.signal(s, old)

@@ -174,6 +174,87 @@ def test_killed_worker_and_killed_run_resume_identically(tmp_path, products_dir,
     assert digest_tree(out) == digest_tree(tmp_path / "ref")
 
 
+def _stopped_run(tmp_path, products_dir, clc, name, send):
+    """A build (one worker: products one after another) stopped by ``send(proc)`` once a
+    product is done; returns the process and its output folder."""
+    cfg = _config(tmp_path, products_dir, clc, name, n_workers=1)
+    out = tmp_path / name
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    log = out / "report" / "run.log"
+    assert _wait_for(lambda: log.exists() and " done S2" in log.read_text())
+    send(proc)
+    proc.wait(timeout=120)
+    return proc, out, cfg
+
+
+def test_sigterm_and_ctrl_c_stop_the_run_in_order(tmp_path, products_dir, synthetic):
+    """SIGTERM (as `kill` sends it) and Ctrl-C (SIGINT to the terminal's whole process group):
+    finished products kept, the others cancelled and their files removed, the report written,
+    the lock released, exit 143 / 130; a re-run then equals a clean build."""
+    import json
+
+    ref = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "ref")), progress=False)
+    assert not ref.failures
+    names = sorted(p.name for p in products_dir.iterdir())
+    sends = {
+        "term": (lambda p: p.send_signal(signal.SIGTERM), 143, "SIGTERM"),
+        "int": (lambda p: os.killpg(p.pid, signal.SIGINT), 130, "SIGINT"),
+    }
+    for name, (send, status, signame) in sends.items():
+        proc, out, cfg = _stopped_run(tmp_path, products_dir, synthetic.clc, name, send)
+        err = proc.stderr.read().decode()
+        assert proc.returncode == status, err[-3000:]
+        assert f"stopped by {signame}" in err
+        run_json = json.loads((out / "report" / "run.json").read_text())
+        assert run_json["stopped_by"] == signame
+        results = {r["product"]: r for r in run_json["results"]}
+        assert sorted(results) == names
+        done = sorted(n for n, r in results.items() if r["ok"])
+        assert done and len(done) < len(names)
+        assert {r["stage"] for r in results.values() if not r["ok"]} == {"cancelled"}
+        # the archive holds the finished products, and nothing of the others (a product running
+        # when the signal came may finish before its worker stops: then the report says done)
+        stems = sorted("_".join(n.split("_")[:6]) for n in done)
+        assert sorted(p.stem for p in (out / archive.PARTS_DIR).glob("*.parquet")) == stems
+        assert sorted(p.name for p in (out / archive.S2_DIR).iterdir()) == stems
+        meta = pd.concat(
+            [pd.read_parquet(out / archive.METADATA), pd.read_parquet(out / archive.FLAGGED)]
+        )
+        assert sorted(set(meta.patch_id.map(lambda p: p.rsplit("_", 2)[0]))) == stems
+        assert (out / safe_files.LOCK_FILE).read_text() == ""
+        subprocess.run(
+            [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
+            check=True,
+            capture_output=True,
+        )
+        assert digest_tree(out) == digest_tree(tmp_path / "ref")
+
+
+def test_second_signal_stops_at_once_and_a_rerun_completes(tmp_path, products_dir, synthetic):
+    ref = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "ref")), progress=False)
+
+    def twice(proc):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+
+    proc, out, cfg = _stopped_run(tmp_path, products_dir, synthetic.clc, "twice", twice)
+    assert proc.returncode == 143
+    os.killpg(proc.pid, signal.SIGKILL)  # its workers, orphaned by the immediate exit
+    assert not (out / "report" / "run.json").exists()
+    subprocess.run(
+        [sys.executable, "-m", "ben_builder.cli", "build", str(cfg)],
+        check=True,
+        capture_output=True,
+    )
+    assert digest_tree(out) == digest_tree(tmp_path / "ref") and not ref.failures
+
+
 def test_flags_from_published_lists(tmp_path, products_dir, synthetic):
     # a new archive has v1 names only with a v1 layout (its folders): flag lists match those
     base = run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from ben_builder.archive import (
     REFMAP_DIR,
     S1_DIR,
     S2_DIR,
+    SHARD_SUFFIX,
     V1_DIR,
     V1_SPLIT_FILES,
     part_path,
@@ -30,7 +31,7 @@ from ben_builder.archive import (
 )
 from ben_builder.archive.shards import merge_shards
 from ben_builder.errors import PreflightError
-from ben_builder.files import atomic_path, write_bytes, write_parquet
+from ben_builder.files import PARTIAL, atomic_path, write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def finalize(
     """
     if frame is None:
         frame = read_parts(root)
+    remove_unfinished(root, frame["s2v1_name"].dropna() if "s2v1_name" in frame else ())
     if "flagged" in frame:
         flagged_mask = frame["flagged"].astype(bool)
     else:
@@ -167,6 +169,41 @@ def prune_products(
             removed += 1
         log.info("removed %s from the archive (%d files): no input asks for it", stem, removed)
     return gone
+
+
+def remove_unfinished(root: Path, v1_names: Iterable[str]) -> int:
+    """Remove what products without a part left behind; return how many files went.
+
+    A product that failed, was cancelled or was killed mid-way has files but no part (its
+    completion mark), so no row names them. They go before the metadata is written, so every
+    file of the archive belongs to a row (and a full disk gets back their space). Folders of
+    ``BigEarthNet-S2/`` and ``Reference_Maps/`` are product stems; v1 folders are the
+    ``s2v1_name`` of the finished products' rows (``v1_names``).
+    """
+    finished = set(finished_products(root))
+    keep_v1 = set(v1_names)
+    leftovers = [
+        folder
+        for top, keep in ((S2_DIR, finished), (REFMAP_DIR, finished), (V1_DIR, keep_v1))
+        if (root / top).is_dir()
+        for folder in sorted((root / top).iterdir())
+        if folder.name not in keep
+    ]
+    parts = root / PARTS_DIR
+    if parts.is_dir():  # shards of unfinished products and half-written files
+        leftovers += sorted(p for p in parts.glob(f"*{SHARD_SUFFIX}") if p.stem not in finished)
+        leftovers += sorted(parts.glob(f"*{PARTIAL}"))
+    count = 0
+    for path in leftovers:
+        if path.is_dir():
+            count += sum(1 for p in path.rglob("*") if p.is_file())
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+            count += 1
+    if leftovers:
+        log.info("removed %d files of unfinished products (%d folders)", count, len(leftovers))
+    return count
 
 
 def remove_other_layouts(root: Path, layout: str) -> list[str]:

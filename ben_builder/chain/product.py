@@ -249,6 +249,16 @@ def process_product(
     return s
 
 
+def finished_summary(path: Path | str, out_root: Path, options: Options) -> ProductSummary | None:
+    """The recorded summary of a product the archive holds from the current inputs, or None.
+
+    Nothing is processed: the product is opened for its name and fingerprint only.
+    """
+    product = open_product(path)
+    fingerprint = provenance.product_fingerprint(Path(path), options.run_inputs(Path(out_root)))
+    return _already_done(Path(out_root), product.stem, fingerprint, force=False)
+
+
 def _already_done(
     out_root: Path, stem: str, fingerprint: str, force: bool
 ) -> ProductSummary | None:

@@ -187,6 +187,7 @@ def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path
         "versions": versions(),
         "clc": str(clc) if clc else None,
         "s1": asdict(result.s1) if result.s1 is not None else None,
+        "stopped_by": result.stopped_by or None,
     }
     write_bytes(folder / "run.json", json.dumps(run_json, indent=2).encode())
     return report

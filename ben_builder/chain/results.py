@@ -41,6 +41,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     s1: S1Outcome | None = None
     removed: list[str] = field(default_factory=list)
+    stopped_by: str = ""  # the signal that stopped the run (``SIGTERM``), if one did
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -52,6 +53,12 @@ class RunResult:
         """Warnings of the products processed (no CLC coverage, nothing kept), and of the run."""
         out = list(self.notes)
         out += [f"removed {stem}: no input asks for it any more" for stem in self.removed]
+        if self.stopped_by:
+            cancelled = sum(r.stage == "cancelled" for r in self.results)
+            out.append(
+                f"stopped by {self.stopped_by}: {cancelled} products not processed; run again "
+                "to finish the archive"
+            )
         if self.s1 is not None and self.s1.failures:
             first = ", ".join(f"{f.s1_name} ({f.error})" for f in self.s1.failures[:3])
             out.append(f"{len(self.s1.failures)} S1 patches could not be taken: {first}")

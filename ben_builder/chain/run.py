@@ -23,7 +23,13 @@ from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_wor
 from ben_builder.chain.l2a import make_l2a
 from ben_builder.chain.metadata import MetadataRules, metadata_rules
 from ben_builder.chain.preflight import Plan, check_writable, preflight
-from ben_builder.chain.product import Options, overlap_tiles, process_product, v1_names_for
+from ben_builder.chain.product import (
+    Options,
+    finished_summary,
+    overlap_tiles,
+    process_product,
+    v1_names_for,
+)
 from ben_builder.chain.results import (
     RunResult,
     TaskResult,
@@ -40,7 +46,7 @@ from ben_builder.files import output_lock, write_bytes
 from ben_builder.patches.aoi import read_area
 from ben_builder.product.names import ProductName, acquisition
 from ben_builder.product.verify import checksum
-from ben_builder.runtime import gdal_env
+from ben_builder.runtime import StopRequest, gdal_env, stop_on_signals
 from ben_builder.sources.inputs import discover_products
 from ben_builder.sources.local import Duplicate, select_products
 
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds between looks at the cluster (SLURM job states) while tasks run.
 POLL_S = 5.0
+STOP_POLL_S = 0.5  # how soon a stop signal is acted on
 
 
 def product_task(
@@ -127,14 +134,19 @@ def run(
     Products already in the archive that no input asks for any more are removed (more than
     ``config.prune_max_share`` of them only with ``prune``).
 
+    A first SIGTERM or SIGINT stops the run in order: no new product starts, the running ones
+    are cancelled (their files removed), the finished ones are kept, and the metadata and the
+    report are written, the unfinished products as ``cancelled``; ``stopped_by`` names the
+    signal. A second one ends the process at once.
+
     Raises:
         OutputLockedError: another run is writing into the same output folder.
         PreflightError: too many products would be removed without ``prune``.
     """
     fail_fast = config.fail_fast if fail_fast is None else fail_fast
     with output_lock(config.output, f"ben-builder build {config.name}"):
-        with run_log(config.output / "report" / "run.log"):
-            return _run(config, fail_fast, progress, force, prune)
+        with run_log(config.output / "report" / "run.log"), stop_on_signals() as stop:
+            return _run(config, fail_fast, progress, force, prune, stop)
 
 
 @contextmanager
@@ -239,7 +251,14 @@ def _prepare(config: RunConfig, force: bool, result: RunResult) -> _Work:
     return _Work(rules, adjust, products, clc, options, s1_v1 or found.s1_v1)
 
 
-def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool, prune: bool) -> RunResult:
+def _run(
+    config: RunConfig,
+    fail_fast: bool,
+    progress: bool,
+    force: bool,
+    prune: bool,
+    stop: StopRequest,
+) -> RunResult:
     from ben_builder.chain.report import write_report
 
     t0 = time.perf_counter()
@@ -270,6 +289,9 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool, prune:
             and 1 < workers
             and workers * threads <= len(usable_cores())
         )
+        if stop.signum is not None:  # stopped while preparing: nothing starts
+            products = []
+            result.results += _cancelled(work.products, stop)
         futures = {
             client.submit(
                 product_task,
@@ -284,7 +306,11 @@ def _run(config: RunConfig, fail_fast: bool, progress: bool, force: bool, prune:
             ): p.name
             for p in products
         }
-        _collect(futures, result, watch, fail_fast, config.name, progress)
+        _collect(futures, result, watch, fail_fast, config.name, progress, stop)
+    if stop.signum is not None:
+        result.stopped_by = stop.name
+        paths = {p.name: p for p in [*work.products, *products]}
+        _settle_cancelled(result, paths, out, work.options)
     result.results.sort(key=lambda r: r.product)
     try:
         frame = work.adjust(read_parts(out))
@@ -326,6 +352,43 @@ def _asked(products: list[Path], result: RunResult) -> Callable[[str], bool]:
     return asked
 
 
+def _stopped_message(stop: StopRequest) -> str:
+    return f"not processed: the run was stopped by {stop.name}; run again to finish it"
+
+
+def _settle_cancelled(
+    result: RunResult, paths: dict[str, Path], out: Path, options: Options
+) -> None:
+    """Cancelled products that finished anyway, as done.
+
+    A task already running when the run stops goes on until its worker is stopped, and may
+    write its part (its completion mark) in that time. Such a product is in the archive; the
+    report says so (its recorded summary). Only products with a part are opened.
+    """
+    for i, r in enumerate(result.results):
+        path = paths.get(r.product)
+        if r.stage != "cancelled" or path is None:
+            continue
+        try:
+            stem = ProductName.parse(r.product).stem
+        except BenBuilderError:
+            continue
+        if not archive.part_path(out, stem).with_suffix(".json").exists():
+            continue
+        with gdal_env():
+            done = finished_summary(path, out, options)
+        if done is not None:
+            result.results[i] = TaskResult(product=r.product, ok=True, summary=asdict(done))
+
+
+def _cancelled(products: list[Path], stop: StopRequest) -> list[TaskResult]:
+    """The products of a run stopped before they started, as cancelled tasks."""
+    return [
+        TaskResult(product=p.name, ok=False, stage="cancelled", error=_stopped_message(stop))
+        for p in products
+    ]
+
+
 def _job_watch(client: Any, config: RunConfig) -> Any:
     """A watch over the SLURM jobs of ``client``'s cluster (None for other clusters)."""
     if config.cluster.kind != "slurm":
@@ -344,11 +407,14 @@ def _collect(
     fail_fast: bool,
     name: str,
     progress: bool,
+    signals: StopRequest,
 ) -> None:
     """Gather the product tasks' results into ``result`` as they finish, with a progress bar.
 
-    The run stops early at the first failure (``fail_fast``) or when the SLURM jobs are lost
-    past their limit; the products not finished then are recorded with the reason.
+    The run stops early at the first failure (``fail_fast``), when the SLURM jobs are lost
+    past their limit, or on a stop signal; the products not finished then are recorded with the
+    reason. A worker lost after a stop signal counts as cancelled, not failed: SLURM signals
+    every process of a job at walltime, and Ctrl-C the terminal's whole process group.
     """
     from dask.distributed import wait
     from tqdm import tqdm
@@ -356,17 +422,20 @@ def _collect(
     patches = 0
     finished: set[str] = set()
     stop: tuple[str, str] | None = None
+    polled = time.monotonic()
     with tqdm(
         total=len(futures), unit="product", desc=name, disable=None if progress else True
     ) as bar:
         pending = set(futures)
         while pending and stop is None:
             try:
-                done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+                done, pending = wait(pending, timeout=STOP_POLL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 done = set()
             for fut in sorted(done, key=lambda f: futures[f]):
                 r = outcome(fut, futures[fut])
+                if signals.signum is not None and r.stage == "worker":
+                    r = replace(r, stage="cancelled", error=_stopped_message(signals))
                 finished.add(r.product)
                 result.results.append(r)
                 if r.ok and r.summary:
@@ -378,8 +447,16 @@ def _collect(
                         "cancelled",
                         "not processed: the run stopped at the first failure (--fail-fast)",
                     )
+            if signals.signum is not None and stop is None:
+                log.warning(
+                    "%s received: no new product starts, the finished ones are kept and the "
+                    "report is written (a second signal stops at once)",
+                    signals.name,
+                )
+                stop = ("cancelled", _stopped_message(signals))
             jobs = None
-            if watch is not None:
+            if watch is not None and time.monotonic() - polled >= POLL_S:
+                polled = time.monotonic()
                 try:
                     jobs = watch.poll()
                 except ClusterError as exc:

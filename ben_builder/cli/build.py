@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -57,6 +58,8 @@ def build(
     cluster (local processes, SLURM, or an existing scheduler), then the run report. Re-running
     skips the products already made from the same inputs (product files, CLC, specs, options,
     version) and redoes the others. Exits 1 if any product failed (after writing the report).
+    SIGTERM (a SLURM walltime) or Ctrl-C stops it in order: finished products kept, the report
+    written, exit 143 or 130; run again to finish. A second signal stops at once.
     """
     from ben_builder.chain.run import run
     from ben_builder.config import load_config
@@ -87,6 +90,8 @@ def build(
         click.echo(f"skipped {d.path.name}: {d.reason}", err=True)
     for w in result.warnings:
         click.echo(f"WARNING {w}", err=True)
+    if result.stopped_by:  # the shell's status of a process ended by that signal
+        raise SystemExit(128 + signal.Signals[result.stopped_by].value)
     if result.failures:
         for r in result.failures:
             click.echo(f"FAILED {r.product} [{r.stage}]: {r.error}", err=True)
