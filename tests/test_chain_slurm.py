@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ben_builder import archive
+from ben_builder import files as safe_files
 from ben_builder.chain.run import run
 from ben_builder.config import load_config
 from tests.helpers import digest_tree
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _slurm_up() -> bool:
@@ -176,3 +182,84 @@ def test_workers_retire_before_the_walltime_and_the_run_goes_on(
     assert any(
         "lifetime" in p.read_text().lower() or "retir" in p.read_text().lower() for p in logs
     )
+
+
+STAND_IN = Path(__file__).resolve().parent / "stand_ins" / "l2a_process.py"
+
+
+def _squeue(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def test_walltime_stops_the_build_in_order_and_a_rerun_completes(tmp_path, synthetic):
+    """A build in a SLURM job of one minute, still in sen2cor (which takes minutes) when the
+    walltime comes: SLURM's SIGTERM to the job's processes stops it in order, with its report,
+    before SLURM's SIGKILL; run again, it equals a clean build."""
+    products = tmp_path / "products"
+    products.mkdir()
+    l1c = synthetic.find(tile_id="T33UUP", level="L1C", baseline="04.00")  # its L2A not given
+    l2a = synthetic.find(tile_id="T34VER", level="L2A")
+    for r in (l1c, l2a):
+        src = synthetic.path_of(r)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, products / src.name)
+    exe = tmp_path / "bin" / "L2A_Process"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STAND_IN}" "$@"\n')
+    exe.chmod(0o755)
+
+    def config(name: str) -> Path:
+        cfg = {
+            "name": name,
+            "output": str(tmp_path / name),
+            "report_samples": 0,
+            "inputs": {
+                "source": "local",
+                "products_dir": str(products),
+                "clc_path": str(synthetic.clc),
+            },
+            "sen2cor": {"executable": str(exe), "output_dir": str(tmp_path / "l2a")},
+            "cluster": {"kind": "local", "n_workers": 1},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    cfg = config("wall")
+    out = tmp_path / "wall"
+    job = (
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--time=1",
+                "--job-name=ben-test-walltime",
+                f"--output={tmp_path / 'job.out'}",
+                f"--chdir={REPO}",
+                f"--export=ALL,STAND_IN_SECONDS=600,PYTHONPATH={REPO}",
+                f"--wrap=exec {sys.executable} -m ben_builder.cli build {cfg}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
+    deadline = time.time() + 300
+    while _squeue(job) and time.time() < deadline:
+        time.sleep(1)
+    assert not _squeue(job), f"job {job} still there after 300 s"
+    log = (tmp_path / "job.out").read_text()
+    assert "SIGTERM received" in log, log[-3000:]
+    run_json = json.loads((out / "report" / "run.json").read_text())
+    assert run_json["stopped_by"] == "SIGTERM"
+    assert {r["stage"] for r in run_json["results"]} == {"cancelled"}
+    assert len(run_json["results"]) == 2
+    assert (out / safe_files.LOCK_FILE).read_text() == ""
+    ref = run(load_config(config("ref")), progress=False)
+    assert not ref.failures
+    again = run(load_config(cfg), progress=False)
+    assert not again.failures
+    assert digest_tree(out) == digest_tree(tmp_path / "ref")

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ben_builder.bigearthnet import Reproduction
-from ben_builder.chain.results import TaskResult, failed, outcome
+from ben_builder.chain.results import TaskResult, cancelled, failed, outcome
 from ben_builder.config import Sen2CorSettings
 from ben_builder.errors import UnsupportedProductError
 from ben_builder.product.names import ProductName, acquisition
+from ben_builder.runtime import StopRequest
 
 log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.5  # how soon a stop signal is acted on
 
 
 def sen2cor_task(path: str, settings: Sen2CorSettings) -> TaskResult:
@@ -47,11 +50,14 @@ def make_l2a(
     settings: Sen2CorSettings | None,
     rules: Reproduction,
     progress: bool,
+    stop: StopRequest | None = None,
 ) -> tuple[list[Path], list[TaskResult]]:
     """Replace each L1C product by its L2A: one given beside it, one made before, or sen2cor's.
 
     Without ``sen2cor`` settings, L1C products pass unchanged, except where the reproduction is
     made of L2A products only (BigEarthNet v2): there they are recorded as failures.
+
+    A stop signal (``stop``) cancels the sen2cor runs not finished (stage ``cancelled``).
 
     Returns:
         The products to cut and the failures (stage ``sen2cor``).
@@ -69,14 +75,14 @@ def make_l2a(
         ]
     if not l1c:
         return sorted(l2a), []
-    made, failures = _run_sen2cor(client, l1c, settings, progress)
+    made, failures = _run_sen2cor(client, l1c, settings, progress, stop or StopRequest())
     return sorted(l2a + made), failures
 
 
 def _run_sen2cor(
-    client: Any, l1c: list[Path], settings: Sen2CorSettings, progress: bool
+    client: Any, l1c: list[Path], settings: Sen2CorSettings, progress: bool, stop: StopRequest
 ) -> tuple[list[Path], list[TaskResult]]:
-    from dask.distributed import as_completed
+    from dask.distributed import wait
     from tqdm import tqdm
 
     from ben_builder.sources.sen2cor import check_version, find_l2a
@@ -92,13 +98,24 @@ def _run_sen2cor(
     bar = tqdm(
         total=len(futures), unit="product", desc="sen2cor", disable=None if progress else True
     )
+    pending = set(futures)
     with bar:
-        for fut in as_completed(list(futures)):
-            r = outcome(fut, futures[fut])  # a worker lost to sen2cor fails that product only
-            if r.ok and r.summary:
-                made.append(Path(r.summary["l2a"]))
-            else:
-                log.error("%s failed in stage sen2cor: %s", r.product, r.error)
-                failures.append(r)
-            bar.update()
+        while pending and stop.signum is None:
+            try:
+                done, pending = wait(pending, timeout=STOP_POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in sorted(done, key=lambda f: futures[f]):
+                r = outcome(fut, futures[fut])  # a worker lost to sen2cor fails that product only
+                if r.ok and r.summary:
+                    made.append(Path(r.summary["l2a"]))
+                elif stop.signum is not None:  # sen2cor was signalled with the whole job
+                    failures.append(cancelled(r.product, stop))
+                else:
+                    log.error("%s failed in stage sen2cor: %s", r.product, r.error)
+                    failures.append(r)
+                bar.update()
+    for fut in sorted(pending, key=lambda f: futures[f]):  # left by a stop signal
+        fut.cancel()
+        failures.append(cancelled(futures[fut], stop))
     return made, failures

@@ -10,6 +10,7 @@ from typing import Any
 
 from ben_builder.chain.s1 import S1Outcome
 from ben_builder.chain.stages import product_seconds
+from ben_builder.runtime import StopRequest
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import Duplicate
 
@@ -87,6 +88,12 @@ def failed(product: str, stage: str, exc: BaseException) -> TaskResult:
         error=f"{type(exc).__name__}: {exc}",
         traceback=traceback.format_exc(),
     )
+
+
+def cancelled(product: str, stop: StopRequest) -> TaskResult:
+    """A product not processed because a signal stopped the run."""
+    why = f"not processed: the run was stopped by {stop.name}; run again to finish it"
+    return TaskResult(product=product, ok=False, stage="cancelled", error=why)
 
 
 def unavailable(item: Unavailable) -> TaskResult:

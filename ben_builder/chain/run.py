@@ -20,7 +20,7 @@ from ben_builder import archive, specs
 from ben_builder.archive.finalize import finalize, prune_products, read_parts
 from ben_builder.bigearthnet import Reproduction, reproduction
 from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_workers, usable_cores
-from ben_builder.chain.l2a import make_l2a
+from ben_builder.chain.l2a import STOP_POLL_S, make_l2a
 from ben_builder.chain.metadata import MetadataRules, metadata_rules
 from ben_builder.chain.preflight import Plan, check_writable, preflight
 from ben_builder.chain.product import (
@@ -33,6 +33,7 @@ from ben_builder.chain.product import (
 from ben_builder.chain.results import (
     RunResult,
     TaskResult,
+    cancelled,
     failed,
     outcome,
     result_line,
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between looks at the cluster (SLURM job states) while tasks run.
 POLL_S = 5.0
-STOP_POLL_S = 0.5  # how soon a stop signal is acted on
 
 
 def product_task(
@@ -281,7 +281,7 @@ def _run(
     with dask_client(config.cluster, out / "report" / "workers", workers, threads) as client:
         watch = _job_watch(client, config)
         products, l2a_failures = make_l2a(
-            client, work.products, config.sen2cor, work.rules, progress
+            client, work.products, config.sen2cor, work.rules, progress, stop
         )
         result.results.extend(l2a_failures)
         pin = (
@@ -289,9 +289,11 @@ def _run(
             and 1 < workers
             and workers * threads <= len(usable_cores())
         )
-        if stop.signum is not None:  # stopped while preparing: nothing starts
-            products = []
-            result.results += _cancelled(work.products, stop)
+        todo = products
+        if stop.signum is not None:  # stopped before the products: none starts
+            _log_stop(stop)
+            todo = []
+            result.results += [cancelled(p.name, stop) for p in products]
         futures = {
             client.submit(
                 product_task,
@@ -304,7 +306,7 @@ def _run(
                 key=task_key(p),
                 pure=False,
             ): p.name
-            for p in products
+            for p in todo
         }
         _collect(futures, result, watch, fail_fast, config.name, progress, stop)
     if stop.signum is not None:
@@ -352,8 +354,12 @@ def _asked(products: list[Path], result: RunResult) -> Callable[[str], bool]:
     return asked
 
 
-def _stopped_message(stop: StopRequest) -> str:
-    return f"not processed: the run was stopped by {stop.name}; run again to finish it"
+def _log_stop(stop: StopRequest) -> None:
+    log.warning(
+        "%s received: no new product starts, the finished ones are kept and the report is "
+        "written (a second signal stops at once)",
+        stop.name,
+    )
 
 
 def _settle_cancelled(
@@ -379,14 +385,6 @@ def _settle_cancelled(
             done = finished_summary(path, out, options)
         if done is not None:
             result.results[i] = TaskResult(product=r.product, ok=True, summary=asdict(done))
-
-
-def _cancelled(products: list[Path], stop: StopRequest) -> list[TaskResult]:
-    """The products of a run stopped before they started, as cancelled tasks."""
-    return [
-        TaskResult(product=p.name, ok=False, stage="cancelled", error=_stopped_message(stop))
-        for p in products
-    ]
 
 
 def _job_watch(client: Any, config: RunConfig) -> Any:
@@ -421,7 +419,7 @@ def _collect(
 
     patches = 0
     finished: set[str] = set()
-    stop: tuple[str, str] | None = None
+    stop: TaskResult | None = None  # what the products not finished are recorded as
     polled = time.monotonic()
     with tqdm(
         total=len(futures), unit="product", desc=name, disable=None if progress else True
@@ -435,7 +433,7 @@ def _collect(
             for fut in sorted(done, key=lambda f: futures[f]):
                 r = outcome(fut, futures[fut])
                 if signals.signum is not None and r.stage == "worker":
-                    r = replace(r, stage="cancelled", error=_stopped_message(signals))
+                    r = cancelled(r.product, signals)
                 finished.add(r.product)
                 result.results.append(r)
                 if r.ok and r.summary:
@@ -443,17 +441,11 @@ def _collect(
                 bar.update()
                 log.info("%s", result_line(r))
                 if not r.ok and fail_fast:
-                    stop = (
-                        "cancelled",
-                        "not processed: the run stopped at the first failure (--fail-fast)",
-                    )
+                    why = "not processed: the run stopped at the first failure (--fail-fast)"
+                    stop = TaskResult(product="", ok=False, stage="cancelled", error=why)
             if signals.signum is not None and stop is None:
-                log.warning(
-                    "%s received: no new product starts, the finished ones are kept and the "
-                    "report is written (a second signal stops at once)",
-                    signals.name,
-                )
-                stop = ("cancelled", _stopped_message(signals))
+                _log_stop(signals)
+                stop = cancelled("", signals)
             jobs = None
             if watch is not None and time.monotonic() - polled >= POLL_S:
                 polled = time.monotonic()
@@ -461,7 +453,8 @@ def _collect(
                     jobs = watch.poll()
                 except ClusterError as exc:
                     log.error("%s", exc)
-                    stop = ("cluster", f"not processed: {exc}")
+                    why = f"not processed: {exc}"
+                    stop = TaskResult(product="", ok=False, stage="cluster", error=why)
             bar.set_postfix(
                 patches=patches, failed=len(result.failures), **({"jobs": jobs} if jobs else {})
             )
@@ -469,6 +462,5 @@ def _collect(
         for f in futures:
             f.cancel()
         result.results += [
-            TaskResult(product=n, ok=False, stage=stop[0], error=stop[1])
-            for n in sorted(set(futures.values()) - finished)
+            replace(stop, product=n) for n in sorted(set(futures.values()) - finished)
         ]

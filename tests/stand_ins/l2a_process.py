@@ -6,7 +6,8 @@ of that acquisition into ``--output_dir`` through the synthetic generator: the r
 (36 IMAGE_FILEs, SCL, QI masks, MTD, manifest), named as sen2cor names local output (baseline from
 ``--processing_baseline``, default ``99.99`` -> ``N9999``). ``--help`` prints the version line
 sen2cor prints. The pixels are the generator's scene for the tile (seed ``$STAND_IN_SEED``, 0),
-not an atmospheric correction.
+not an atmospheric correction. ``$STAND_IN_SECONDS`` makes it take that long before writing, as
+the real one takes minutes per product (for tests that stop a run while sen2cor works).
 
 Exit status 0 on success; 1 with a message on stderr when the input is not a readable L1C product.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 VERSION_LINE = (
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     if product.level != "L1C":
         print(f"L2A_Process: {src.name} is not a Level-1C product", file=sys.stderr)
         return 1
+    seconds = float(os.environ.get("STAND_IN_SECONDS", "0"))
+    for step in range(int(seconds)):
+        print(f"Progress[%]: {100 * step / seconds:5.2f} : working", flush=True)
+        time.sleep(1)
     n = product.name
     size_px = round(product.tile.size_m / 10)
     recipe = ProductRecipe(
