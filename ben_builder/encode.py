@@ -16,17 +16,20 @@ One LMDB (``BigEarthNet.lmdb``), as rico-hdl writes it and configilm reads it:
 
 Beside it: the two metadata parquets (copied unchanged, published schema) and, for archives built
 here, ``labels43.parquet`` (patch_id, labels43 from ``_parts/``) for 43-class training. The LMDB
-is written under a temporary name and renamed when complete; the metadata comes last and marks
-the encoding complete.
+is written under a unique temporary name and renamed when complete; ``encoded_from.json`` (the
+archive's fingerprint) comes last and marks the encoding complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import multiprocessing
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -39,13 +42,19 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from ben_builder import archive, specs
-from ben_builder.archive.finalize import read_parts
+from ben_builder import __version__, archive, specs
+from ben_builder.archive.finalize import finished_products, read_parts
 from ben_builder.archive.reader import product_of, read_metadata
 from ben_builder.archive.shards import safetensors_bytes
 from ben_builder.archive.tiff import RawLayout
-from ben_builder.errors import ProductFormatError, ProductNotFoundError
-from ben_builder.files import write_bytes, write_parquet
+from ben_builder.errors import (
+    ArchiveWriteError,
+    BenBuilderError,
+    PreflightError,
+    ProductFormatError,
+    ProductNotFoundError,
+)
+from ben_builder.files import PARTIAL, output_lock, reader_lock, write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +227,9 @@ def _s1_folders(s1_root: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(s1_root.glob("*/*")) if p.is_dir()}
 
 
+ENCODED_FROM = "encoded_from.json"  # what the encoding was made of; written last: complete
+
+
 def encode_archive(
     root: Path,
     out: Path,
@@ -239,40 +251,74 @@ def encode_archive(
             limit); the LMDB is written by this one, in the metadata's order, so the output does
             not depend on it.
 
-    Re-running with the output complete does nothing.
+    The output is a function of the archive: its fingerprint (:func:`archive_fingerprint`) is
+    recorded in ``encoded_from.json``, written last; a re-run with the same fingerprint does
+    nothing, any other re-encodes. The archive is read under its lock (shared: a build cannot
+    start meanwhile), the output written under its own (exclusive). The LMDB is byte-identical
+    across runs of one archive.
+
+    Raises:
+        OutputLockedError: a build is writing the archive, or another encode the output.
+        PreflightError: the archive is unfinished (its build was interrupted), or ``out`` is
+            the archive itself.
+        ArchiveWriteError: not enough space (the message says how much is needed); nothing
+            partial is left.
     """
     root, out = Path(root), Path(out)
+    if out.resolve() == root.resolve():
+        raise PreflightError(f"{out}: encode into another folder than the archive itself")
+    with reader_lock(root), output_lock(out, "ben-builder encode"):
+        return _encode(root, out, s1_root, on_patch, workers)
+
+
+def _encode(
+    root: Path,
+    out: Path,
+    s1_root: Path | None,
+    on_patch: Callable[[int], None] | None,
+    workers: int | None,
+) -> EncodeSummary:
     meta = read_metadata(root)
+    check_finished(root, meta)
     db = out / DB
-    if db.exists() and (out / archive.METADATA).exists():
-        log.info("%s already encoded", out)
-        return EncodeSummary(len(meta), db, skipped=True)
     s2_root = _s2_root(root)
     own_s1 = root / archive.S1_DIR
     if s1_root is None and own_s1.is_dir() and any(own_s1.iterdir()):
         s1_root = own_s1  # the archive's own S1 half (a reproduction with s1)
     has_refmaps = (root / archive.REFMAP_DIR).is_dir()
+    fingerprint = archive_fingerprint(root, s1_root, has_refmaps)
+    recorded = out / ENCODED_FROM
+    if db.exists() and _read_json(recorded) == fingerprint:
+        log.info("%s already encoded from this archive", out)
+        return EncodeSummary(len(meta), db, skipped=True)
     s1 = _s1_folders(s1_root) if s1_root is not None else {}
     if s1_root is not None and not s1:
         raise ProductNotFoundError(f"{s1_root}: no <product>/<patch>/ folders of S1 patches")
     rows = _rows(meta, s1_root, s1)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{DB}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    per_patch = 12 * 120 * 120 * 2 + (120 * 120 * 2 if has_refmaps else 0) + (4 * 120 * 120 * 2)
-    # synced once at the end (a crash leaves only the .partial folder, removed on the next run)
-    env = lmdb.open(
-        str(tmp), map_size=(len(meta) + 1000) * per_patch * 2, meminit=False, sync=False
-    )
+    recorded.unlink(missing_ok=True)  # from here on the output is not this archive's encoding
+    for stale in out.glob(f".{DB}*{PARTIAL}"):  # left by a killed encode (the lock is ours)
+        shutil.rmtree(stale, ignore_errors=True)
+    need = _bytes_needed(len(rows), has_refmaps, sum(r[1] is not None for r in rows))
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise ArchiveWriteError(_space_message(out, need, free, "not enough space"))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DB}.", suffix=PARTIAL, dir=out))
     job = _Job(str(s2_root), str(root) if has_refmaps else None, {n: str(p) for n, p in s1.items()})
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
     workers = max(1, min(workers or 1, len(chunks)))
     try:
-        counts = _write_chunks(env, job, chunks, workers, on_patch)
-        env.sync(True)
-    finally:
-        env.close()
+        counts = _write_db(tmp, need, job, chunks, workers, on_patch)
+    except BenBuilderError:  # a bad archive (a file missing or unreadable), not the disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except (lmdb.Error, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(out).free
+        why = f"{exc}: a full disk, a quota or a file-size limit"  # LMDB drops the errno
+        raise ArchiveWriteError(_space_message(out, need, free, why)) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info(
         "%s: %d files read raw, %d decoded by tifffile, %d process(es)",
         out,
@@ -284,7 +330,106 @@ def encode_archive(
         shutil.rmtree(db)
     os.replace(tmp, db)
     _copy_metadata(root, out, meta)
+    write_bytes(recorded, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
     return EncodeSummary(len(meta), db, counts["refmaps"], counts["s1"])
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def archive_fingerprint(root: Path, s1_root: Path | None, has_refmaps: bool) -> dict[str, Any]:
+    """What an encoding of ``root`` is made of.
+
+    The metadata parquets' content, the recorded fingerprint of every finished product (its
+    files, the CLC, the specs, the options and the software version, :mod:`.provenance`), the
+    S1 folder and whether reference maps are encoded, and this software's version. The files of
+    a published release (no ``_parts/``) are taken as they are: it is fixed once published.
+    """
+    meta = {
+        name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+        for name in (archive.METADATA, archive.FLAGGED)
+        if (root / name).exists()
+    }
+    products = {
+        stem: (_read_json(archive.part_path(root, stem).with_suffix(".json")) or {}).get(
+            "fingerprint"
+        )
+        for stem in finished_products(root)
+    }
+    return {
+        "software": __version__,
+        "metadata_sha256": meta,
+        "products": products,
+        "s1_root": str(s1_root.resolve()) if s1_root is not None else None,
+        "reference_maps": has_refmaps,
+    }
+
+
+def check_finished(root: Path, meta: pd.DataFrame) -> None:
+    """Refuse an archive built here whose metadata is not its products' (build interrupted).
+
+    An archive with ``_parts/`` is finished when its two metadata parquets hold exactly the
+    finished products' patches; a build killed in finalisation leaves them otherwise.
+
+    Raises:
+        PreflightError: the parquets and the products disagree (names one patch).
+    """
+    if not finished_products(root):
+        return
+    flagged = root / archive.FLAGGED
+    if not flagged.exists():
+        raise PreflightError(
+            f"{flagged}: missing; the archive's build did not finish. Run build again, then encode"
+        )
+    parts = set(read_parts(root)["patch_id"])
+    listed = set(meta["patch_id"])
+    if parts != listed:
+        odd = sorted(parts ^ listed)[0]
+        where = "in the metadata but no product's" if odd in listed else "of a product, not in"
+        raise PreflightError(
+            f"{root}: patch {odd} is {where} the metadata parquets; the archive's build did "
+            "not finish. Run build again, then encode"
+        )
+
+
+def _bytes_needed(patches: int, refmaps: bool, s1_patches: int) -> int:
+    """About the LMDB's size: every band's pixels, reference maps and S1 bands, plus 10%."""
+    per_patch = sum(2 * b.size_px**2 for b in specs.bands().bands)
+    per_patch += 2 * 120 * 120 if refmaps else 0
+    return int(1.1 * (patches * per_patch + s1_patches * len(S1_BANDS) * 4 * 120 * 120))
+
+
+def _space_message(out: Path, need: int, free: int, why: str) -> str:
+    return (
+        f"{out}: cannot write {DB} ({why}); it needs about {need / 1e6:,.0f} MB and "
+        f"{free / 1e6:,.0f} MB are free there: free space or choose another --out"
+    )
+
+
+def _write_db(
+    path: Path,
+    need: int,
+    job: _Job,
+    chunks: list[list[tuple[str, str | None]]],
+    workers: int,
+    on_patch: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Write the LMDB at ``path``: every chunk in order, synced once at the end.
+
+    ``meminit``: LMDB zeroes the unused bytes of each page, so two runs write the same bytes
+    (without it, the file carried whatever memory held, in 3% of its bytes).
+    """
+    env = lmdb.open(str(path), map_size=2 * need + (64 << 20), meminit=True, sync=False)
+    try:
+        counts = _write_chunks(env, job, chunks, workers, on_patch)
+        env.sync(True)
+    finally:
+        env.close()
+    return counts
 
 
 def _s2_root(root: Path) -> Path:
@@ -348,6 +493,10 @@ def _copy_metadata(root: Path, out: Path, meta: pd.DataFrame) -> None:
         labels43 = read_parts(root)[["patch_id", "labels43"]]
         labels43 = labels43[labels43["patch_id"].isin(set(meta["patch_id"]))]
         write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
-    for name in (archive.FLAGGED, archive.METADATA):  # metadata.parquet last: marks completion
+    else:
+        (out / LABELS43).unlink(missing_ok=True)
+    for name in (archive.FLAGGED, archive.METADATA):
         if (root / name).exists():
             write_bytes(out / name, (root / name).read_bytes())
+        else:
+            (out / name).unlink(missing_ok=True)

@@ -64,7 +64,7 @@ def output_lock(root: Path, what: str = "build") -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read().strip() or "another process (a reader: ben-builder encode)"
             raise OutputLockedError(
                 f"{root} is in use by {holder}; wait for it to finish or choose another output "
                 "folder (two runs writing one archive would corrupt it)"
@@ -80,6 +80,35 @@ def output_lock(root: Path, what: str = "build") -> Iterator[None]:
             fh.truncate(0)
     finally:
         fh.close()  # releases the lock
+
+
+@contextmanager
+def reader_lock(root: Path) -> Iterator[None]:
+    """Hold a shared lock on an archive while reading it whole (``encode``).
+
+    Shared with other readers, exclusive of a build (:func:`output_lock`): a build running
+    refuses the reader, and a build started meanwhile refuses to start. An archive with no lock
+    file was never built here (a published release): nobody writes it, nothing is locked.
+
+    Raises:
+        OutputLockedError: a build is writing the archive (the message names it).
+    """
+    import fcntl
+
+    try:
+        fh = open(root / LOCK_FILE)  # noqa: SIM115 (held open for the lock's lifetime)
+    except FileNotFoundError:
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = fh.read().strip() or "another process"
+            raise OutputLockedError(
+                f"{root} is being written by {holder}; wait for it to finish, then run again"
+            ) from exc
+        yield
 
 
 def write_json(path: Path, obj: object) -> None:
