@@ -20,7 +20,7 @@ from ben_builder import files as safe_files
 from ben_builder.archive.finalize import finalize, read_parts
 from ben_builder.chain.run import run
 from ben_builder.config import load_config
-from ben_builder.errors import PreflightError, ProductNotFoundError
+from ben_builder.errors import ArchiveWriteError, PreflightError, ProductNotFoundError
 from tests.helpers import digest_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -505,6 +505,59 @@ def test_full_disk_leaves_no_short_file_and_keeps_old_metadata(tmp_path, synthet
         finalize(out)
     assert (out / archive.METADATA).read_bytes() == before
     assert not list(out.glob("*.partial"))
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespaces to mount a small tmpfs")
+def test_build_on_a_really_full_disk(tmp_path, products_dir, synthetic):
+    """The output on a 22 MB file system (tmpfs in a user namespace): one product fits, the
+    others fail with ENOSPC; their partial files are removed, which frees the space for the
+    metadata and the report; `build` exits 1 naming the error once per product."""
+    cfg = _config(tmp_path, products_dir, synthetic.clc, "full", n_workers=1)
+    out, saved = tmp_path / "full", tmp_path / "saved"
+    out.mkdir()
+    script = (
+        f'mount -t tmpfs -o size=22m tmpfs "{out}" || exit 99; '
+        f'"{sys.executable}" -m ben_builder.cli build "{cfg}" > "{tmp_path}/stdout" '
+        f'2> "{tmp_path}/stderr"; echo $? > "{tmp_path}/rc"; cp -a "{out}" "{saved}"'
+    )
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, cwd=REPO)
+    err = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "1", err[-3000:]
+    failed_lines = [line for line in err.splitlines() if line.startswith("FAILED")]
+    assert failed_lines and all("No space left on device" in line for line in failed_lines)
+    assert "Traceback" not in err
+    run_json = (saved / "report" / "run.json").read_text()
+    assert "No space left on device" in run_json and (saved / "report" / "report.md").exists()
+    parts = sorted(p.stem for p in (saved / archive.PARTS_DIR).glob("*.parquet"))
+    assert 1 <= len(parts) < 3
+    # nothing of the failed products is left: every folder belongs to a finished product
+    assert sorted(p.name for p in (saved / archive.S2_DIR).iterdir()) == parts
+    assert sorted(p.name for p in (saved / archive.REFMAP_DIR).iterdir()) == parts
+    meta = pd.read_parquet(saved / archive.METADATA)
+    assert set(meta.patch_id.str.rsplit("_", n=2).str[0]) <= set(parts) and len(meta) > 0
+
+
+def test_failed_finalisation_is_the_error_and_the_report_is_written(
+    tmp_path, products_dir, synthetic, monkeypatch
+):
+    import ben_builder.chain.run as chain_run
+
+    def full(*args, **kwargs):
+        raise ArchiveWriteError("metadata.parquet: cannot write (No space left on device)")
+
+    monkeypatch.setattr(chain_run, "finalize", full)
+    with pytest.raises(ArchiveWriteError, match="No space left"):
+        run(load_config(_config(tmp_path, products_dir, synthetic.clc, "fin")), progress=False)
+    report = (tmp_path / "fin" / "report" / "report.md").read_text()
+    assert "finalisation failed: metadata.parquet: cannot write" in report
+    assert not (tmp_path / "fin" / archive.METADATA).exists()  # from the parts: what exists
 
 
 def test_worker_killed_for_memory_fails_one_product_only(tmp_path, products_dir, synthetic):

@@ -139,13 +139,22 @@ def _verified(v: dict[str, Any] | None) -> str:
     return done
 
 
+def _metadata(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The archive's metadata and flagged rows; the products' parts where finalisation failed."""
+    try:
+        return pd.read_parquet(root / archive.METADATA), pd.read_parquet(root / archive.FLAGGED)
+    except FileNotFoundError:
+        parts = read_parts(root)
+        mask = parts["flagged"].astype(bool) if "flagged" in parts else parts["patch_id"].isna()
+        return parts.loc[~mask], parts.loc[mask]
+
+
 def write_report(config: RunConfig, result: RunResult, clc: Path | None) -> Path:
     """Write the report for a finished run under ``<output>/report/`` and return its path."""
     root = config.output
     folder = root / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    meta = pd.read_parquet(root / archive.METADATA)
-    flagged = pd.read_parquet(root / archive.FLAGGED)
+    meta, flagged = _metadata(root)
     ok = [r for r in result.results if r.ok and r.summary]
     totals = {k: sum(int(r.summary.get(k, 0)) for r in ok if r.summary) for k in COUNT_KEYS}
     _label_plot(meta, folder / "label_distribution.png")

@@ -320,9 +320,16 @@ def _run(
         result.notes += work.adjust.notes
         if work.s1_v1 is not None:
             result.s1 = attach_s1(out, frame, work.s1_v1)
-    finally:  # the report is written also when finalisation fails (e.g. a full disk)
+    except BenBuilderError as exc:  # e.g. a full disk: the report says so, then the error
+        result.notes.append(f"finalisation failed: {exc}")
         result.seconds = time.perf_counter() - t0
-        result.report = write_report(config, result, work.clc)
+        try:
+            result.report = write_report(config, result, work.clc)
+        except Exception as report_exc:  # the error that matters is the finalisation's
+            log.error("the run report could not be written either: %s", report_exc)
+        raise
+    result.seconds = time.perf_counter() - t0
+    result.report = write_report(config, result, work.clc)
     return result
 
 
