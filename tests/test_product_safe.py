@@ -1,3 +1,4 @@
+import os
 import shutil
 import zipfile
 from datetime import datetime
@@ -254,3 +255,78 @@ def test_not_a_product_folder(tmp_path):
 
 def test_unused_path_argument_types(safe_copy):
     assert open_product(str(safe_copy)).path == Path(safe_copy)
+
+
+# ------------------------------------------------------ products say who they are, bounded reads
+
+
+def test_a_product_whose_metadata_contradicts_its_name_is_refused(safe_copy, synthetic):
+    """Named after one tile (or orbit, or time), described in its metadata as another."""
+    name = ProductName.parse(safe_copy.name)
+    for field, swap in (
+        ("tile", lambda n: n.replace(f"_{name.tile_id}_", "_T34VER_")),
+        ("relative orbit", lambda n: n.replace(f"_R{name.relative_orbit:03d}_", "_R099_")),
+        ("sensing time", lambda n: n.replace("T101031_", "T101032_", 1)),
+        ("mission", lambda n: "S2B" + n[3:]),
+    ):
+        renamed = safe_copy.parent / swap(safe_copy.name)
+        safe_copy.rename(renamed)
+        with pytest.raises(MetadataError, match=f"the name says {field} ") as err:
+            open_product(renamed)
+        assert "says" in str(err.value).split(f"the name says {field} ", 1)[1]
+        renamed.rename(safe_copy)
+    open_product(safe_copy)  # under its own name it opens
+
+
+def test_a_zip_named_after_another_product_is_refused(zip_copy):
+    for other in (
+        zip_copy.name.replace("_T33UUP_", "_T34VER_"),  # another tile
+        zip_copy.name.replace(".zip", "(1).zip"),  # a browser's second download
+    ):
+        copy = zip_copy.parent / other
+        shutil.copy(zip_copy, copy)
+        with pytest.raises(MetadataError, match="the file name says .* the product inside is"):
+            open_product(copy)
+    assert open_product(zip_copy).name.name == zip_copy.name.removesuffix(".zip")
+
+
+def test_metadata_above_the_size_cap_is_not_parsed(safe_copy, zip_copy, tmp_path):
+    from ben_builder.product import source
+
+    mtd = safe_copy / "MTD_MSIL2A.xml"
+    text = mtd.read_text()
+    mtd.write_text(text.replace("</", " " * (source.MAX_XML_BYTES + 1) + "</", 1))
+    with pytest.raises(MetadataError, match=r"MTD_MSIL2A.xml is [\d.]+ MB.*refusing to parse"):
+        open_product(safe_copy)
+    # in a zip: ~9 MB of blanks compress to a few kB, a billion-laughs-like inflation
+    big = tmp_path / "big" / zip_copy.name
+    big.parent.mkdir()
+    with zipfile.ZipFile(zip_copy) as zin, zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("MTD_TL.xml"):
+                data = data.replace(b"</", b" " * (source.MAX_XML_BYTES + 1) + b"</", 1)
+            zout.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
+    assert big.stat().st_size < zip_copy.stat().st_size + 200_000
+    with pytest.raises(MetadataError, match="MTD_TL.xml is .* MB"):
+        open_product(big)
+
+
+def test_links_leading_out_of_a_product_are_refused(safe_copy, tmp_path):
+    from ben_builder.product.verify import checksum, stat_fingerprint
+
+    band = next(safe_copy.rglob("*_B02_10m.jp2"))
+    band.unlink()
+    band.symlink_to("/proc/self/pagemap")  # reading it would never end
+    for read in (open_product, checksum, stat_fingerprint):
+        with pytest.raises(UnsafeArchiveError, match="outside the product"):
+            read(safe_copy)
+    # a link that stays inside the product is fine, a FIFO is not
+    band.unlink()
+    other = next(safe_copy.rglob("*_B03_10m.jp2"))
+    band.symlink_to(other)
+    checksum(safe_copy)
+    band.unlink()
+    os.mkfifo(band)
+    with pytest.raises(UnsafeArchiveError, match="not a regular file"):
+        checksum(safe_copy)

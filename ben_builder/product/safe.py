@@ -113,8 +113,7 @@ def _int(value: str, what: str, src: ProductSource, rel: str) -> int:
         raise MetadataError(f"{src.path}: {rel}: {what} {value!r} is not a number") from exc
 
 
-def _parse_tile(src: ProductSource, rel: str) -> TileGeometry:
-    root = parse_xml(src, rel)
+def _parse_tile(src: ProductSource, root: Element, rel: str) -> TileGeometry:
     code = _text(root, "HORIZONTAL_CS_CODE", src, rel)
     m = re.fullmatch(r"EPSG:(\d+)", code)
     if not m:
@@ -238,7 +237,10 @@ def _open(src: ProductSource) -> Product:
     quant = _int(_text(mtd, q_tag, src, mtd_rel), q_tag, src, mtd_rel)
     offsets = _offsets(src, mtd, mtd_rel, name.level, baseline)
     granule, image_files, image_format = _granule(src, mtd, mtd_rel)
-    tile = _parse_tile(src, _find_file(src, granule, "MTD_TL.xml", mtd_rel))
+    tl_rel = _find_file(src, granule, "MTD_TL.xml", mtd_rel)
+    tl = parse_xml(src, tl_rel)
+    tile = _parse_tile(src, tl, tl_rel)
+    _check_says_who(src, name, mtd, mtd_rel, tl, tl_rel)
     band_paths = _band_paths(src, mtd_rel, name.level, image_files, IMAGE_FORMATS[image_format])
     masks: dict[str, str] = {}
     for key, fname in (("MSK_CLASSI", "MSK_CLASSI_B00.jp2"), ("MSK_CLOUDS", "MSK_CLOUDS_B00.gml")):
@@ -257,6 +259,45 @@ def _open(src: ProductSource) -> Product:
         mask_paths=masks,
         image_format=image_format,
     )
+
+
+def _first_text(root: Element, name: str) -> str | None:
+    found = find_all(root, name)
+    return (found[0].text or "").strip() if found else None
+
+
+def _check_says_who(
+    src: ProductSource, name: ProductName, mtd: Element, mtd_rel: str, tl: Element, tl_rel: str
+) -> None:
+    """Refuse a product whose metadata contradicts its name.
+
+    Mission, level, sensing time, relative orbit and tile are compared: a product that
+    contradicts its name would have its patches named after one place and cut from another.
+    What the metadata leaves out is not compared (every real product's metadata has them all).
+
+    Raises:
+        MetadataError: names the field, the name's value and the metadata's.
+    """
+    said: list[tuple[str, str, str | None, str]] = []
+    craft = _first_text(mtd, "SPACECRAFT_NAME")  # Sentinel-2A
+    said.append(("mission", name.mission, craft and "S2" + craft[-1:], mtd_rel))
+    level = _first_text(mtd, "PROCESSING_LEVEL")  # Level-2A
+    said.append(("level", name.level, level and "L" + level.removeprefix("Level-"), mtd_rel))
+    start = _first_text(mtd, "DATATAKE_SENSING_START") or _first_text(mtd, "PRODUCT_START_TIME")
+    sensing = name.sensing_time.strftime("%Y-%m-%dT%H:%M:%S")
+    said.append(("sensing time", sensing, start and start[:19], mtd_rel))
+    orbit = _first_text(mtd, "SENSING_ORBIT_NUMBER")
+    orbit = str(int(orbit)) if orbit and orbit.isdigit() else orbit
+    said.append(("relative orbit", str(name.relative_orbit), orbit, mtd_rel))
+    tile_id = _first_text(tl, "TILE_ID")
+    tile = re.search(r"_T(\d{2}[A-Z]{3})_", tile_id or "")
+    said.append(("tile", name.tile_id, tile and "T" + tile[1], tl_rel))
+    for what, by_name, by_metadata, rel in said:
+        if by_metadata is not None and by_metadata != by_name:
+            raise MetadataError(
+                f"{src.path}: the name says {what} {by_name}, {rel} says {by_metadata}; a "
+                "renamed or mixed-up product (download it again under its own name)"
+            )
 
 
 def _product_metadata(src: ProductSource, level: str) -> str:

@@ -7,7 +7,9 @@ entities is refused before it is parsed.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 from xml.etree.ElementTree import Element
@@ -23,6 +25,41 @@ from ben_builder.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The largest metadata file parsed. Real ones are under 1 MB (MTD_TL.xml with its angle grids
+#: ~0.6 MB); a hostile one inflated to gigabytes inside a small zip must not be read whole.
+MAX_XML_BYTES = 8 << 20
+
+
+def _plain_stem(name: str) -> str:
+    """A product file's name without ``.zip``, ``.SAFE`` or both."""
+    for ext in (".zip", ".SAFE"):
+        name = name.removesuffix(ext)
+    return name
+
+
+def checked_file(root: Path, path: Path) -> Path:
+    """``path`` (under the product folder ``root``) if it is a plain file of the product.
+
+    Raises:
+        UnsafeArchiveError: a link that leads out of the product, or a special file (device,
+            FIFO, socket): reading it could hang or read another file than the product's.
+    """
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(root)):
+        raise UnsafeArchiveError(
+            f"{root}: {path.relative_to(root)} is a link to {real}, outside the product; "
+            "refusing to read it (copy the product's own files instead of linking them)"
+        )
+    try:
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        return path  # missing: the caller says which file is missing
+    if not stat.S_ISREG(mode):
+        raise UnsafeArchiveError(
+            f"{root}: {path.relative_to(root)} is not a regular file; refusing to read it"
+        )
+    return path
 
 
 class ProductSource:
@@ -51,6 +88,13 @@ class ProductSource:
                     f"found {safes or sorted(tops)}"
                 )
             self.safe_name = safes[0]
+            outside = _plain_stem(path.name)
+            if outside.startswith("S2") and outside != _plain_stem(self.safe_name):
+                raise MetadataError(
+                    f"{path}: the file name says {outside}, the product inside is "
+                    f"{self.safe_name}; a renamed or copied download (rename it "
+                    f"{_plain_stem(self.safe_name)}.zip, or delete the copy)"
+                )
         else:
             raise ProductNotFoundError(
                 f"{path}: no such product; give a <name>.SAFE folder or a <name>.zip"
@@ -86,7 +130,7 @@ class ProductSource:
         try:
             if self.zip is not None:
                 return self.zip.read(f"{self.safe_name}/{rel}")
-            return (self.root / rel).read_bytes()
+            return self.local(rel).read_bytes()
         except KeyError as exc:
             raise MetadataError(f"{self.path}: {rel} is missing from the product") from exc
         except FileNotFoundError as exc:
@@ -98,7 +142,24 @@ class ProductSource:
         """The path GDAL opens ``rel`` by (``/vsizip/`` inside a zip)."""
         if self.zip is not None:
             return f"/vsizip/{self.path.resolve()}/{self.safe_name}/{rel}"
-        return str(self.root / rel)
+        return str(self.local(rel))
+
+    def local(self, rel: str) -> Path:
+        """The path of ``rel`` in a product folder; refused if it leads out (see checked_file)."""
+        return checked_file(self.root, self.root / rel)
+
+    def size(self, rel: str) -> int:
+        """The size of ``rel`` in bytes (a zip member's declared size).
+
+        Raises:
+            MetadataError: the file is missing.
+        """
+        try:
+            if self.zip is not None:
+                return self.zip.getinfo(f"{self.safe_name}/{rel}").file_size
+            return self.local(rel).stat().st_size
+        except (KeyError, FileNotFoundError) as exc:
+            raise MetadataError(f"{self.path}: {rel} is missing from the product") from exc
 
     def relative(self, gdal_path: str) -> str:
         """Inverse of :meth:`gdal_path`."""
@@ -159,7 +220,15 @@ def parse_xml(src: ProductSource, rel: str) -> Element:
     Raises:
         MetadataError: the file is missing, hostile or not well-formed.
     """
+    size = src.size(rel)
+    if size > MAX_XML_BYTES:
+        raise MetadataError(
+            f"{src.path}: {rel} is {size / 1e6:,.1f} MB, real metadata files are under 1 MB "
+            f"(limit {MAX_XML_BYTES / 1e6:.0f} MB); refusing to parse it"
+        )
     data = src.read_bytes(rel)
+    if len(data) > MAX_XML_BYTES:  # a zip member larger than its declared size
+        raise MetadataError(f"{src.path}: {rel} is larger than it declares; refusing to parse it")
     try:
         root: Element = DET.fromstring(data, forbid_dtd=True)
     except DefusedXmlException as exc:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ben_builder.errors import CorruptProductError, MetadataError
-from ben_builder.product.source import ProductSource, find_all, parse_xml
+from ben_builder.product.source import ProductSource, checked_file, find_all, parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _hash_stream(src: ProductSource, rel: str, algorithm: str | None) -> tuple[s
         if src.zip is not None:
             fh: Any = src.zip.open(f"{src.safe_name}/{rel}")
         else:
-            fh = open(src.root / rel, "rb")  # noqa: SIM115 - closed below
+            fh = open(src.local(rel), "rb")  # noqa: SIM115 - closed below
         with fh:
             while chunk := fh.read(CHUNK):
                 if h is not None:
@@ -135,12 +136,6 @@ def _hash_stream(src: ProductSource, rel: str, algorithm: str | None) -> tuple[s
     return (h.hexdigest() if h is not None else ""), n
 
 
-def _size(src: ProductSource, rel: str) -> int:
-    if src.zip is not None:
-        return src.zip.getinfo(f"{src.safe_name}/{rel}").file_size
-    return (src.root / rel).stat().st_size
-
-
 def _describes(src: ProductSource, entries: list[ManifestEntry]) -> bool:
     """Whether a manifest's declared sizes fit the product at all.
 
@@ -152,7 +147,7 @@ def _describes(src: ProductSource, entries: list[ManifestEntry]) -> bool:
     sized = [e for e in entries if e.size_bytes is not None and src.exists(e.rel)]
     if len(sized) < 2:
         return True
-    return any(_size(src, e.rel) == e.size_bytes for e in sized)
+    return any(src.size(e.rel) == e.size_bytes for e in sized)
 
 
 def verify_product(path: str | Path) -> Verification:
@@ -233,8 +228,24 @@ def verify_product(path: str | Path) -> Verification:
 
 
 def product_files(path: Path) -> list[Path]:
-    """The files of a product: the zip itself, or every file under a ``.SAFE`` folder, sorted."""
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    """The files of a product: the zip itself, or every file under a ``.SAFE`` folder, sorted.
+
+    Links are not followed into folders; a link or special file that would be read from outside
+    the product is refused (:func:`ben_builder.product.source.checked_file`).
+
+    Raises:
+        UnsafeArchiveError: such a file.
+    """
+    if path.is_file():
+        return [path]
+    files = []
+    for folder, dirs, names in os.walk(path):
+        for name in dirs:  # a linked folder is not walked; one leading out is refused
+            link = Path(folder, name)
+            if link.is_symlink() and not link.resolve().is_relative_to(path.resolve()):
+                checked_file(path, link)
+        files += [checked_file(path, Path(folder, n)) for n in names]
+    return sorted(f for f in files if f.is_file())
 
 
 def stat_fingerprint(path: str | Path) -> str:
