@@ -1,5 +1,6 @@
 """The download stage against a local hub on 127.0.0.1 speaking CDSE OData and DHuS."""
 
+import json
 import logging
 import os
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from ben_builder import archive
 from ben_builder.chain.run import run
 from ben_builder.config import CdseEndpoints, load_config
-from ben_builder.errors import CredentialsError
+from ben_builder.errors import CredentialsError, SpecError
 from ben_builder.sources.hub.cdse import CdseBackend
 from ben_builder.sources.hub.credentials import Credentials, credentials_for
 from ben_builder.sources.hub.dhus import DhusBackend
@@ -438,3 +439,37 @@ def test_a_season_downloads_only_the_clearest_acquisition_per_tile_and_month(
     assert any("cloud 30.0 %" in n for n in passed)
     # the L1C: searched for as L1C it is a candidate of its own level only
     assert not any("MSIL1C" in n for n in notes)
+
+
+def test_hub_names_that_are_paths_are_skipped_and_never_written(hub, tmp_path, caplog):
+    """A hub answer naming a product `../../X` or `/X` would be written outside --out."""
+    real = _product(hub)
+    for i, bad in enumerate((f"../../{real.name}", f"/tmp/{real.name}", f"{real.name}/x")):
+        hub.state.add(
+            HubProduct(id=f"evil-{i}", name=bad, path=real.path, sensing=real.sensing, cloud=1.0)
+        )
+    cdse = _cdse(hub)
+    with caplog.at_level("WARNING"):
+        found = cdse.search(Query(level="L2A", tiles=(real.name.split("_")[5],)))
+    assert found and all("/" not in i.name for i in found)
+    assert caplog.text.count("not a plain product name") == 3
+    # a manifest line with such a name is refused with its file and line
+    good = json.dumps({"id": "1", "name": real.name, "backend": "cdse", "url": "http://x"})
+    bad = json.dumps({"id": "2", "name": "../../x", "backend": "cdse", "url": "http://x"})
+    manifest = tmp_path / "products.jsonl"
+    manifest.write_text(good + "\n" + bad + "\n")
+    with pytest.raises(SpecError, match=r"products.jsonl:2: .*not a plain product name"):
+        read_manifest(manifest)
+
+
+def test_the_same_wrong_bytes_twice_stop_the_download_early(hub, tmp_path):
+    """A hub whose published checksum is wrong: two downloads (with a pause), not eight."""
+    cdse = _cdse(hub)
+    p = _product(hub, corrupt_times=100)  # every copy the same wrong bytes
+    policy = TransferPolicy(attempts=8, backoff_s=0.3, max_wait_s=5, timeout_s=10)
+    t = time.monotonic()
+    r = download_product(_item(cdse, p), tmp_path, cdse, policy)
+    assert not r.ok and r.attempts == 2
+    assert "the same bytes twice" in r.error and "MD5" in r.error
+    assert time.monotonic() - t >= 0.3  # it waited before downloading again
+    assert not list(tmp_path.iterdir())

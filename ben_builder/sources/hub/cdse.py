@@ -19,7 +19,12 @@ import requests
 
 from ben_builder import __version__
 from ben_builder.config import CdseEndpoints
-from ben_builder.errors import CredentialsError, HubError, OfflineProductError
+from ben_builder.errors import (
+    CredentialsError,
+    HubError,
+    OfflineProductError,
+    UnsupportedProductError,
+)
 from ben_builder.sources.hub.credentials import Credentials
 from ben_builder.sources.hub.manifest import ManifestItem
 from ben_builder.sources.hub.query import Query
@@ -134,7 +139,11 @@ class CdseBackend:
                     )
                 doc = resp.json()
                 for entry in doc.get("value", []):
-                    item = self._item(entry)
+                    try:
+                        item = self._item(entry)
+                    except UnsupportedProductError as exc:  # e.g. a path as its name
+                        log.warning("CDSE: skipped a product of the answer: %s", exc)
+                        continue
                     items[item.name] = item
                 url = doc.get("@odata.nextLink")
         return sorted(items.values(), key=lambda i: i.name)

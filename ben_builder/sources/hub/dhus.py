@@ -15,7 +15,7 @@ import requests
 from sentinelsat import SentinelAPI
 from sentinelsat.exceptions import SentinelAPIError
 
-from ben_builder.errors import CredentialsError, HubError
+from ben_builder.errors import CredentialsError, HubError, UnsupportedProductError
 from ben_builder.sources.hub.credentials import Credentials
 from ben_builder.sources.hub.manifest import ManifestItem
 from ben_builder.sources.hub.query import Query
@@ -84,18 +84,21 @@ class DhusBackend:
                 for uuid, props in self.api.query(**kw).items():
                     info = self.api.get_product_odata(uuid)
                     name = str(info["title"]).removesuffix(".SAFE")
-                    found[name] = ManifestItem(
-                        id=uuid,
-                        name=name,
-                        backend=self.name,
-                        url=str(info["url"]),
-                        size=int(info["size"]),
-                        md5=info.get("md5"),
-                        footprint_wkt=props.get("footprint"),
-                        online=bool(info.get("Online", True)),
-                        sensing_start=info["date"].isoformat() if info.get("date") else None,
-                        cloud_cover=_float(props.get("cloudcoverpercentage")),
-                    )
+                    try:
+                        found[name] = ManifestItem(
+                            id=uuid,
+                            name=name,
+                            backend=self.name,
+                            url=str(info["url"]),
+                            size=int(info["size"]),
+                            md5=info.get("md5"),
+                            footprint_wkt=props.get("footprint"),
+                            online=bool(info.get("Online", True)),
+                            sensing_start=info["date"].isoformat() if info.get("date") else None,
+                            cloud_cover=_float(props.get("cloudcoverpercentage")),
+                        )
+                    except UnsupportedProductError as exc:  # e.g. a path as its name
+                        log.warning("DHuS: skipped a product of the answer: %s", exc)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise HubError(
                 f"cannot reach {self.api.api_url} ({type(exc).__name__}): check the network and "

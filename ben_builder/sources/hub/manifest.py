@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ben_builder.errors import SpecError
+from ben_builder.errors import SpecError, UnsupportedProductError
 from ben_builder.files import write_bytes
+from ben_builder.product.names import ProductName
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,35 @@ class ManifestItem:
     sensing_start: str | None = None
     cloud_cover: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a name that is no plain product name before any path is made from it.
+
+        Raises:
+            UnsupportedProductError: a path (``../x``, ``/x``) or not a Sentinel-2 L1C/L2A name.
+        """
+        plain_product_name(self.name)
+
     @property
     def filename(self) -> str:
         """File name of the downloaded product zip."""
         return f"{self.name}.zip"
+
+
+def plain_product_name(name: str) -> str:
+    """``name`` if it is a plain Sentinel-2 product name (no folder, no ``..``).
+
+    A hub's answer names the files written (``<name>.zip``): a name with a path in it would be
+    written outside the download folder.
+
+    Raises:
+        UnsupportedProductError: any other name.
+    """
+    if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
+        raise UnsupportedProductError(
+            f"{name!r}: not a plain product name (a path); refusing to make a file of it"
+        )
+    ProductName.parse(name)  # raises UnsupportedProductError for anything but S2 L1C/L2A
+    return name
 
 
 def write_manifest(path: Path, items: Iterable[ManifestItem]) -> int:

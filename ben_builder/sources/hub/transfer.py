@@ -274,6 +274,7 @@ class _Transfer:
         self.on_bytes = on_bytes
         self.part = final.with_name(final.name + ".part")
         self.received = self.attempt = self.unauthorized = 0
+        self.wrong: list[str] = []  # checksum mismatches seen (each names the digest received)
         self.wait = policy.backoff_s
         self.hashes = policy.hashes(item)
         self.size = _rehash(self.part, self.hashes) if self.part.exists() else 0
@@ -315,10 +316,18 @@ class _Transfer:
             os.replace(self.part, self.final)
             log.info("%s: downloaded and verified", item.name)
             return True
-        log.warning("%s: %s; downloading it again", item.name, problem)
         self._restart()
+        if problem in self.wrong:  # the same wrong bytes again: another try would be no better
+            raise ChecksumError(
+                f"{item.name}: the hub served the same bytes twice ({problem}); its published "
+                "checksum or its copy of the product is wrong: try again later, or report it "
+                "to the hub"
+            )
+        self.wrong.append(problem)
         if self.attempt >= self.policy.attempts:
             raise ChecksumError(f"{item.name}: {problem} after {self.attempt} attempts")
+        log.warning("%s: %s; downloading it again in %.1f s", item.name, problem, self.wait)
+        self._back_off(self.wait)
         return False
 
     def _restart(self) -> None:
