@@ -268,3 +268,19 @@ def test_a_run_stopped_before_any_product_writes_its_report_and_prints_once(tmp_
     assert len(lines) == 1 and lines[0].startswith("error: ")
     report = (tmp_path / "arch" / "report" / "report.md").read_text()
     assert "Stopped before any product" in report and f"no products in {empty}" in report
+
+
+def test_check_and_run_judge_a_second_download_alike(tmp_path, one_product, synthetic):
+    """A browser's `...(1).zip` beside the product: --check reports what the run then records."""
+    d = tmp_path / "products"
+    shutil.copytree(one_product, d)
+    original = next(d.iterdir())
+    copy = d / original.name.replace(".zip", "(1).zip")
+    shutil.copy(original, copy)
+    cfg = _config(tmp_path, d, synthetic.clc)
+    check = _cli("build", "--check", str(cfg))
+    assert check.returncode == 1
+    assert f"unreadable {copy.name}: " in check.stdout and "the file name says" in check.stdout
+    r = _cli("build", str(cfg))
+    assert r.returncode == 1 and f"FAILED {copy.name} [open]" in r.stderr
+    assert "the file name says" in r.stderr
