@@ -22,7 +22,7 @@ from typing import Any
 from ben_builder import __version__
 from ben_builder.archive import PARTS_DIR
 from ben_builder.files import write_bytes
-from ben_builder.product.verify import stat_fingerprint
+from ben_builder.product.reader import product_identity
 from ben_builder.specs import specs_dir
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,6 @@ def product_fingerprint(product: Path, inputs: Inputs) -> str:
     """The fingerprint of one product's outputs: its files' identity and the shared inputs."""
     h = hashlib.sha256()
     h.update(Path(product).name.encode() + b"\0")
-    h.update(stat_fingerprint(product).encode() + b"\0")
+    h.update(product_identity(product).encode() + b"\0")
     h.update(inputs.key().encode())
     return h.hexdigest()

@@ -19,7 +19,7 @@ from ben_builder import specs
 from ben_builder.errors import BenBuilderError, PreflightError
 from ben_builder.patches.clc import check_clc, clc_covers
 from ben_builder.patches.grid import PatchGrid
-from ben_builder.product.safe import open_product
+from ben_builder.product.reader import open_product
 
 log = logging.getLogger(__name__)
 

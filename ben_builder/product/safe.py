@@ -36,7 +36,7 @@ from ben_builder.errors import (
 )
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.product.names import PRODUCT_TYPES, ProductName
-from ben_builder.product.source import ProductSource, find_all, parse_xml
+from ben_builder.product.source import ProductSource, find_all, parse_xml, parse_xml_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class Product:
     band_paths: Mapping[str, str]
     mask_paths: Mapping[str, str] = field(default_factory=dict)
     image_format: str = "JPEG2000"
+    offset_rule: str = ""  # a STAC item's: how its offsets were determined (ben_builder.stac)
 
     @property
     def stem(self) -> str:
@@ -316,18 +317,29 @@ def _offsets(
     src: ProductSource, mtd: Element, mtd_rel: str, level: str, baseline: str
 ) -> dict[str, int]:
     """The additive offset of every band (0 where none is listed; required from 04.00 on)."""
+    return _offsets_of(mtd, f"{src.path}: {mtd_rel}", level, baseline)
+
+
+def offsets_from_mtd(data: bytes, where: str, level: str, baseline: str) -> dict[str, int]:
+    """The offsets an ``MTD_MSIL*.xml`` lists (its bytes; ``where`` names it in errors).
+
+    Raises:
+        MetadataError: hostile or malformed XML, or no offsets where the baseline needs them.
+    """
+    return _offsets_of(parse_xml_bytes(data, where), where, level, baseline)
+
+
+def _offsets_of(mtd: Element, where: str, level: str, baseline: str) -> dict[str, int]:
     off_tag = "BOA_ADD_OFFSET" if level == "L2A" else "RADIO_ADD_OFFSET"
-    by_index = {
-        _int(e.get("band_id", "-1"), "band_id", src, mtd_rel): _int(
-            (e.text or "").strip(), off_tag, src, mtd_rel
-        )
-        for e in find_all(mtd, off_tag)
-    }
+    by_index: dict[int, int] = {}
+    for e in find_all(mtd, off_tag):
+        try:
+            by_index[int(e.get("band_id", "-1"))] = int(float((e.text or "").strip()))
+        except ValueError as exc:
+            raise MetadataError(f"{where}: {off_tag} {e.text!r} is not a number") from exc
     major_minor = tuple(int(v) for v in baseline.split("."))
     if major_minor >= OFFSET_BASELINE and not by_index:
-        raise MetadataError(
-            f"{src.path}: {mtd_rel}: baseline {baseline} products must list {off_tag} per band"
-        )
+        raise MetadataError(f"{where}: baseline {baseline} products must list {off_tag} per band")
     return {band: by_index.get(idx, 0) for band, idx in BAND_INDEX.items()}
 
 
@@ -481,7 +493,7 @@ def product_info(product: Product) -> dict[str, Any]:
         "ulx_m": product.tile.ulx_m,
         "uly_m": product.tile.uly_m,
         "size_m": product.tile.size_m,
-    }
+    } | ({"offset_rule": product.offset_rule} if product.offset_rule else {})
 
 
 def read_scl(product: Product) -> np.ndarray:

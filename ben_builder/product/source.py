@@ -229,15 +229,24 @@ def parse_xml(src: ProductSource, rel: str) -> Element:
     data = src.read_bytes(rel)
     if len(data) > MAX_XML_BYTES:  # a zip member larger than its declared size
         raise MetadataError(f"{src.path}: {rel} is larger than it declares; refusing to parse it")
+    return parse_xml_bytes(data, f"{src.path}: {rel}")
+
+
+def parse_xml_bytes(data: bytes, where: str) -> Element:
+    """Parse XML bytes (``where`` names them in errors), refusing DTDs and entities.
+
+    Raises:
+        MetadataError: hostile or not well-formed.
+    """
     try:
         root: Element = DET.fromstring(data, forbid_dtd=True)
     except DefusedXmlException as exc:
         raise MetadataError(
-            f"{src.path}: {rel} contains forbidden XML constructs ({type(exc).__name__}: {exc}); "
+            f"{where} contains forbidden XML constructs ({type(exc).__name__}: {exc}); "
             "refusing to parse a hostile metadata file"
         ) from exc
     except Exception as exc:  # ParseError and friends
-        raise MetadataError(f"{src.path}: {rel} is not well-formed XML: {exc}") from exc
+        raise MetadataError(f"{where} is not well-formed XML: {exc}") from exc
     return root
 
 

@@ -85,7 +85,7 @@ def discover_products(
 
 def _select_local(found: list[Path], select: SelectSettings) -> tuple[list[Path], tuple[str, ...]]:
     """The clearest of a folder's products by their own cloud cover (their metadata is read)."""
-    from ben_builder.product.safe import read_cloud_cover
+    from ben_builder.product.reader import read_cloud_cover
 
     candidates = []
     for p in found:
@@ -114,12 +114,15 @@ def find_products(folder: Path) -> list[Path]:
                 continue  # partial downloads, records
             if p.name.endswith(".SAFE") and p.is_dir() or p.name.endswith(".zip") and p.is_file():
                 found.append(p)
+            elif p.name.endswith(".json") and p.name.startswith("S2") and p.is_file():
+                found.append(p)  # a STAC item named after its product (ben_builder.stac)
             elif p.is_dir():
                 pending.append(p)
     if not found:
         raise ProductNotFoundError(
-            f"no products in {folder} (looked for <name>.SAFE folders and <name>.zip files, in "
-            "its subfolders too); is products_dir the folder the products were downloaded to?"
+            f"no products in {folder} (looked for <name>.SAFE folders, <name>.zip files and "
+            "<name>.json STAC items, in its subfolders too); is products_dir the folder the "
+            "products were downloaded to?"
         )
     return sorted(found, key=lambda p: (p.name, p))
 
