@@ -95,16 +95,21 @@ class ProductListFilter(_Model):
     )
 
 
-class HubQuery(_Model):
-    """A hub search: an area and a season, tiles, or exact names (see ``ben-builder search``)."""
+class AreaQuery(_Model):
+    """A search by area and season: a box or GeoJSON, dates, tiles, cloud cover."""
 
-    level: Literal["L1C", "L2A"] = "L2A"
     start: date | None = None
     end: date | None = None
     bbox: tuple[float, float, float, float] | None = None
     geojson: Path | None = None
     tiles: TileIds = ()
     max_cloud: float | None = None
+
+
+class HubQuery(AreaQuery):
+    """A hub search: an area and a season, tiles, or exact names (see ``ben-builder search``)."""
+
+    level: Literal["L1C", "L2A"] = "L2A"
     names: ProductListFilter | None = None
 
 
@@ -128,14 +133,27 @@ class HubInputs(_Model):
         return self
 
 
+class StacInputs(_Model):
+    """Search a STAC API (pystac-client); bands are read from the items' assets (COGs)."""
+
+    url: str = Field(description="The STAC API's root URL (its landing page).")
+    collection: str = Field("sentinel-2-l2a", description="The collection of Sentinel-2 L2A items.")
+    items_dir: Path = Field(
+        description="Where the items found are kept (<product>.json); a re-run compares them."
+    )
+    query: AreaQuery = Field(default_factory=AreaQuery)
+
+
 class Inputs(_Model):
     """Where products and CLC data come from."""
 
-    source: Literal["synthetic", "local", "hub"] = Field(
-        description="synthetic (the generator, no network), local (a products folder) or hub."
+    source: Literal["synthetic", "local", "hub", "stac"] = Field(
+        description="synthetic (the generator, no network), local (a products folder), hub "
+        "(download SAFE products) or stac (a STAC API's items, bands read from their assets)."
     )
     synthetic: SyntheticInputs | None = None
     hub: HubInputs | None = None
+    stac: StacInputs | None = None
     products_dir: Path | None = Field(
         None, description="Folder of .SAFE folders or .zip files (subfolders too), for local."
     )
@@ -154,6 +172,8 @@ class Inputs(_Model):
             raise ValueError("source 'local' needs 'products_dir'")
         if self.source == "hub" and self.hub is None:
             raise ValueError("source 'hub' needs a 'hub' section")
+        if self.source == "stac" and self.stac is None:
+            raise ValueError("source 'stac' needs a 'stac' section (url, items_dir)")
         if self.source != "synthetic" and self.clc_path is None:
             raise ValueError(
                 f"source {self.source!r} needs 'clc_path', the CLC 2018 GeoPackage "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime
@@ -16,15 +17,17 @@ from ben_builder.sources.synthetic.products import ProductRecipe
 from ben_builder.sources.synthetic.stac import write_item
 from ben_builder.sources.synthetic.writer import scene_for, write_product
 from tests.helpers import digest_tree
+from tests.stand_ins.stacapi import StacServer, StacState
 
 SIZE_PX = 1260
 
 
-def _config(tmp_path, name, products, clc):
+def _config(tmp_path, name, products, clc, inputs=None):
     cfg = {
         "name": name,
         "output": str(tmp_path / name),
-        "inputs": {"source": "local", "products_dir": str(products), "clc_path": str(clc)},
+        "inputs": inputs
+        or {"source": "local", "products_dir": str(products), "clc_path": str(clc)},
         "cluster": {"kind": "local", "n_workers": 1},
         "report_samples": 0,
     }
@@ -33,25 +36,32 @@ def _config(tmp_path, name, products, clc):
     return load_config(path)
 
 
+RECIPES = [
+    ProductRecipe(
+        "T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31), image_format="GeoTIFF"
+    ),
+    ProductRecipe(
+        "T34VER",
+        "L2A",
+        "02.07",
+        datetime(2018, 2, 15, 10, 0, 29),
+        relative_orbit=36,
+        image_format="GeoTIFF",
+    ),
+]
+
+
+def _write(safe, items, base_url=None):
+    with rasterio.Env():
+        for r in RECIPES:
+            product = write_product(r, scene_for(r.tile_id, SIZE_PX, 0), safe)
+            write_item(product, items, base_url)
+
+
 def test_items_and_safe_products_build_the_same_archive(tmp_path, synthetic):
     """Two acquisitions, before and after baseline 04.00 (offset from the MTD asset)."""
     safe, items = tmp_path / "safe", tmp_path / "items"
-    recipes = [
-        ProductRecipe(
-            "T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31), image_format="GeoTIFF"
-        ),
-        ProductRecipe(
-            "T34VER",
-            "L2A",
-            "02.07",
-            datetime(2018, 2, 15, 10, 0, 29),
-            relative_orbit=36,
-            image_format="GeoTIFF",
-        ),
-    ]
-    with rasterio.Env():
-        for r in recipes:
-            write_item(write_product(r, scene_for(r.tile_id, SIZE_PX, 0), safe), items)
+    _write(safe, items)
     a = run(_config(tmp_path, "from-safe", safe, synthetic.clc), progress=False)
     b = run(_config(tmp_path, "from-items", items, synthetic.clc), progress=False)
     assert not a.failures and not b.failures, [r.error for r in a.failures + b.failures]
@@ -82,3 +92,48 @@ def test_items_and_safe_products_build_the_same_archive(tmp_path, synthetic):
     again = run(_config(tmp_path, "from-items", items, synthetic.clc), progress=False)
     assert all(r.summary["skipped"] for r in again.results)
     assert (tmp_path / "from-items" / archive.METADATA).exists()
+
+
+def test_a_stac_api_search_builds_the_same_archive_from_served_cogs(tmp_path, synthetic):
+    """pystac-client against a local STAC API; GDAL reads the bands over HTTP range requests."""
+    safe, items = tmp_path / "safe", tmp_path / "served-items"
+    state = StacState(files=safe)
+    with StacServer(state) as server:
+        _write(safe, items, base_url=f"{server.base}/files")
+        state.items = [json.loads(p.read_text()) for p in sorted(items.iterdir())]
+        for other in list(state.items):  # another collection's copy: not asked for
+            state.items.append({**other, "collection": "sentinel-2-l1c", "id": other["id"] + "x"})
+        stac = {
+            "url": f"{server.base}/",
+            "collection": "sentinel-2-l2a",
+            "items_dir": str(tmp_path / "found"),
+            "query": {"start": "2017-01-01", "end": "2018-12-31", "bbox": [10, 45, 25, 66]},
+        }
+        inputs = {"source": "stac", "stac": stac, "clc_path": str(synthetic.clc)}
+        built = run(_config(tmp_path, "from-stac", None, synthetic.clc, inputs), progress=False)
+        sent = state.bytes_sent
+        assert any(r.startswith("POST /search") for r in state.requests)
+        ranged = run(_config(tmp_path, "from-stac", None, synthetic.clc, inputs), progress=False)
+    assert not built.failures, [r.error for r in built.failures]
+    assert sorted(p.name for p in (tmp_path / "found").iterdir()) == sorted(
+        p.name for p in items.iterdir()
+    )
+    assert all(r.summary["skipped"] for r in ranged.results)  # same items: nothing to redo
+    ref = run(_config(tmp_path, "from-safe", safe, synthetic.clc), progress=False)
+    assert not ref.failures
+
+    def patches(root):
+        return {k: v for k, v in digest_tree(root).items() if not k.endswith((".json", ".sha256"))}
+
+    assert patches(tmp_path / "from-stac") == patches(tmp_path / "from-safe")
+    # the bands came over HTTP: the band files the items name, once each (whole tiles here),
+    # not the products' other files
+    named = {
+        a["href"].split("/files/", 1)[1]
+        for p in items.iterdir()
+        for k, a in json.loads(p.read_text())["assets"].items()
+        if k != "product-metadata"
+    }
+    needed = sum((safe / rel).stat().st_size for rel in named)
+    whole = sum(f.stat().st_size for f in safe.rglob("*") if f.is_file())
+    assert needed <= sent <= 1.2 * needed < whole

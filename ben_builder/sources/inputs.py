@@ -66,7 +66,13 @@ def discover_products(
             raise ValueError("source 'hub' needs a 'hub' section")  # the model checks it first
         fetched, failed, picks = fetch_from_hub(inputs.hub, select, aoi_wkt)
         return Discovered(fetched, failed, inputs.clc_path, notes=picks)
-    folder = inputs.products_dir
+    folder: Path | None = inputs.products_dir
+    if inputs.source == "stac":
+        from ben_builder.sources.stac import search_items
+
+        if inputs.stac is None:
+            raise ValueError("source 'stac' needs a 'stac' section")  # the model checks it first
+        folder = search_items(inputs.stac)
     if folder is None:
         raise ValueError("source 'local' needs 'products_dir'")  # the model checks it first
     found = find_products(folder)

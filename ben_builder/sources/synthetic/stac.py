@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import shapely
+from pyproj import Transformer
+
 from ben_builder.files import write_bytes
 from ben_builder.product.safe import open_product
 from ben_builder.product.stac import ITEM_BANDS
@@ -25,8 +28,11 @@ EXTENSIONS = [
 ]
 
 
-def write_item(product: Path, out_dir: Path) -> Path:
+def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Path:
     """Write ``<out_dir>/<product name>.json``, the STAC item of a GeoTIFF SAFE folder.
+
+    Asset hrefs are the files' absolute paths, or with ``base_url`` their URLs
+    (``<base_url>/<product folder>/<path in the product>``, for a test's HTTP server).
 
     Raises:
         ValueError: the product's bands are not GeoTIFFs (catalogues serve GeoTIFFs).
@@ -35,12 +41,19 @@ def write_item(product: Path, out_dir: Path) -> Path:
     if p.image_format != "GeoTIFF" or not p.path.is_dir():
         raise ValueError(f"{product}: write items of GeoTIFF SAFE folders (catalogues serve COGs)")
     t = p.tile
+
+    def href(file: str | Path) -> str:
+        file = Path(file).resolve()
+        if base_url is None:
+            return str(file)
+        return f"{base_url}/{p.path.name}/{file.relative_to(p.path.resolve()).as_posix()}"
+
     assets: dict[str, Any] = {}
     for band in ITEM_BANDS:
         res = 20 if band == "SCL" else _resolution(p.band_paths[band])
         side_px = round(t.size_m / res)
         assets[band] = {
-            "href": str(Path(p.band_paths[band]).resolve()),
+            "href": href(p.band_paths[band]),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "gsd": res,
             "proj:shape": [side_px, side_px],
@@ -49,11 +62,15 @@ def write_item(product: Path, out_dir: Path) -> Path:
         }
     mtd = next(p.path.glob("MTD_MSIL2A.xml"))
     assets["product-metadata"] = {
-        "href": str(mtd.resolve()),
+        "href": href(mtd),
         "type": "application/xml",
         "roles": ["metadata"],
     }
     n = p.name
+    to_lonlat = Transformer.from_crs(t.epsg, 4326, always_xy=True)
+    corners = [(t.ulx_m, t.uly_m), (t.ulx_m + t.size_m, t.uly_m)]
+    corners += [(t.ulx_m + t.size_m, t.uly_m - t.size_m), (t.ulx_m, t.uly_m - t.size_m)]
+    footprint = shapely.Polygon([to_lonlat.transform(x, y) for x, y in corners])
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
@@ -61,7 +78,8 @@ def write_item(product: Path, out_dir: Path) -> Path:
         "id": f"{n.mission}_MSI{n.level}_{n.sensing_time:%Y%m%dT%H%M%S}_R{n.relative_orbit:03d}_"
         f"{n.tile_id}_{n.name.rsplit('_', 1)[1]}",
         "collection": "sentinel-2-l2a",
-        "geometry": None,
+        "geometry": shapely.geometry.mapping(footprint),
+        "bbox": list(footprint.bounds),
         "properties": {
             "datetime": f"{n.sensing_time:%Y-%m-%dT%H:%M:%S}.024000Z",
             "platform": f"Sentinel-2{n.mission[-1]}",
