@@ -9,7 +9,7 @@ CONFIGILM_VENV ?= .venv-configilm
 CONFIGILM_STAMP := $(CONFIGILM_VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: venv configilm-env demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode clean
+.PHONY: venv configilm-env demo archive train test slurm-up slurm-down lint typecheck check bench bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode bench-sources clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## bench: all benchmarks; results land in benchmarks/results/
-bench: bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode
+bench: bench-patch bench-label bench-build bench-download bench-train bench-loaders bench-encode bench-sources
 
 bench-patch: $(STAMP)
 	$(BIN)/python benchmarks/bench_patch.py --out benchmarks/results/patch.json
@@ -90,6 +90,9 @@ bench-train: $(STAMP)
 bench-loaders: $(STAMP) $(CONFIGILM_STAMP)
 	@test -f $(DEMO)/encoded/metadata.parquet || $(MAKE) train
 	$(BIN)/python benchmarks/bench_loaders.py --archive $(DEMO)/archive --encoded $(DEMO)/encoded --out benchmarks/results/loaders.json
+
+bench-sources: $(STAMP)
+	$(BIN)/python benchmarks/bench_sources.py --out benchmarks/results/sources.json
 
 bench-encode: $(STAMP)
 	@test -f $(DEMO)/archive/metadata.parquet || $(BIN)/ben-builder build pipelines/demo.yaml

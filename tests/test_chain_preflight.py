@@ -233,7 +233,7 @@ def test_products_in_subfolders_are_found_and_an_empty_folder_fails_the_check(
     (tmp_path / "e").mkdir()
     r = _cli("build", str(_config(tmp_path / "e", empty, synthetic.clc)), "--check")
     assert r.returncode == 2
-    assert f"no products in {empty} (looked for <name>.SAFE folders and <name>.zip" in r.stderr
+    assert f"no products in {empty} (looked for <name>.SAFE folders, <name>.zip" in r.stderr
     assert "Traceback" not in r.stderr
 
 

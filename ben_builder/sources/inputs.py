@@ -11,7 +11,7 @@ import rasterio
 
 from ben_builder.config import Inputs, ProductListFilter, SelectSettings
 from ben_builder.errors import BenBuilderError, ProductNotFoundError
-from ben_builder.product.names import bare_name
+from ben_builder.product.names import ProductName, bare_name
 from ben_builder.sources import Unavailable
 from ben_builder.sources.local import filter_by_list
 from ben_builder.sources.select import Candidate, in_area, select_clearest
@@ -120,7 +120,7 @@ def find_products(folder: Path) -> list[Path]:
                 continue  # partial downloads, records
             if p.name.endswith(".SAFE") and p.is_dir() or p.name.endswith(".zip") and p.is_file():
                 found.append(p)
-            elif p.name.endswith(".json") and p.name.startswith("S2") and p.is_file():
+            elif p.name.endswith(".json") and _names_a_product(p.name) and p.is_file():
                 found.append(p)  # a STAC item named after its product (ben_builder.stac)
             elif p.is_dir():
                 pending.append(p)
@@ -131,6 +131,15 @@ def find_products(folder: Path) -> list[Path]:
             "products were downloaded to?"
         )
     return sorted(found, key=lambda p: (p.name, p))
+
+
+def _names_a_product(file_name: str) -> bool:
+    """Whether a file is named after a whole product (an archive's records are not)."""
+    try:
+        ProductName.parse(file_name)
+    except BenBuilderError:
+        return False
+    return True
 
 
 def _synthetic(inputs: Inputs) -> Discovered:

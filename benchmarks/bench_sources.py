@@ -1,0 +1,113 @@
+"""Benchmark: one tile from its SAFE product (JPEG 2000) against the same tile from COGs.
+
+The generator writes one scene twice: as a SAFE product with JP2 bands (ESA's format) and as a
+SAFE product with deflate-tiled GeoTIFF bands (Planetary Computer's), plus a STAC item for the
+latter. Each is cut whole (``process_product``) in a fresh process pinned to one core, alternating,
+``--repeat`` times; the medians are compared. Then the tile's COGs are served by the tests' STAC
+stand-in (HTTP with Range requests) and cut again from the item, counting the bytes GDAL fetched
+against the bytes of the band files and of the whole product.
+
+Goal (issue 29): a tile from COGs in at most 0.3x the SAFE path's time. Reads are whole bands
+today (no windowing to an area yet), so an area's reading is the whole tile's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))
+from common import CACHE, measure, write_results  # noqa: E402
+
+from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
+
+
+def _cut(product: Path, work: Path) -> dict[str, Any]:
+    return measure(
+        f"""
+import rasterio
+from ben_builder.chain.product import Options, process_product
+with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
+    s = process_product({str(product)!r}, {str(work)!r}, Options(verify=False))
+result["patches"] = s.kept
+result["stages_s"] = s.seconds
+""",
+        env={"OPJ_NUM_THREADS": "0"},
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sources.json"))
+    ap.add_argument("--size-px", type=int, default=10980)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    import rasterio
+
+    from ben_builder.sources.synthetic.stac import write_item
+    from ben_builder.sources.synthetic.writer import scene_for, write_product
+    from tests.stand_ins.stacapi import StacServer, StacState
+
+    jp2 = ProductRecipe("T33UUP", "L2A", "04.00", datetime(2017, 6, 13, 10, 10, 31))
+    cog = replace(jp2, image_format="GeoTIFF")
+    cache = CACHE / f"sources-{args.size_px}px"
+    t = time.perf_counter()
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        scene = scene_for(jp2.tile_id, args.size_px, 0)
+        safe = write_product(jp2, scene, cache / "jp2")
+        tif = write_product(cog, scene, cache / "cog")
+    item = write_item(tif, cache / "items")
+    gen_s = time.perf_counter() - t
+
+    session = Path(tempfile.mkdtemp(prefix="ben_bench_sources_"))
+    runs: dict[str, list[dict[str, Any]]] = {"safe_jp2": [], "item_cog": []}
+    try:
+        for i in range(args.repeat):
+            runs["safe_jp2"].append(_cut(safe, session / f"jp2-{i}"))
+            runs["item_cog"].append(_cut(item, session / f"cog-{i}"))
+        state = StacState(files=cache / "cog")
+        with StacServer(state) as server:
+            served = write_item(tif, session / "served", base_url=f"{server.base}/files")
+            http = _cut(served, session / "http")
+            sent = state.bytes_sent
+    finally:
+        shutil.rmtree(session, ignore_errors=True)
+    wall = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    assets = json.loads(item.read_text())["assets"]
+    band_bytes = sum(
+        Path(a["href"]).stat().st_size for k, a in assets.items() if k != "product-metadata"
+    )
+    product_bytes = sum(f.stat().st_size for f in tif.rglob("*") if f.is_file())
+    figures = {
+        "tile_px": args.size_px,
+        "generation_s_not_timed": round(gen_s, 1),
+        "safe_jp2_s": wall["safe_jp2"],
+        "item_cog_local_s": wall["item_cog"],
+        "ratio_cog_over_safe": round(wall["item_cog"] / wall["safe_jp2"], 3),
+        "item_cog_http_s": http["wall_s"],
+        "http_bytes_fetched": sent,
+        "band_files_bytes": band_bytes,
+        "cog_product_bytes": product_bytes,
+        "jp2_product_bytes": sum(f.stat().st_size for f in safe.rglob("*") if f.is_file()),
+        "ratio_fetched_over_band_files": round(sent / band_bytes, 3),
+        "patches": runs["item_cog"][0]["patches"],
+        "runs": runs,
+        "target_ratio_cog_over_safe": 0.3,
+    }
+    write_results(args.out, "sources", figures)
+
+
+if __name__ == "__main__":
+    main()
