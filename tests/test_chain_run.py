@@ -719,3 +719,29 @@ def test_a_layout_switch_leaves_nothing_of_the_old_layout(tmp_path, synthetic):
         )
         assert not clean.failures
         assert _tree(tmp_path / "arch") == _tree(tmp_path / f"clean{i}"), layout
+
+
+def test_a_renamed_safe_folder_is_recorded_under_its_new_name(tmp_path, products_dir, synthetic):
+    """A .SAFE folder renamed (another generation time: the same acquisition) is redone, and the
+    archive's records name it as it is called now; a rename to another acquisition is refused."""
+    import json
+
+    d = tmp_path / "products"
+    shutil.copytree(products_dir, d)
+    safe = next(p for p in d.iterdir() if p.suffix == ".SAFE")
+    cfg = load_config(_config(tmp_path, d, synthetic.clc, "ren"))
+    assert not run(cfg, progress=False).failures
+    renamed = safe.with_name(safe.name[:-20] + "20991231T000000.SAFE")
+    safe.rename(renamed)
+    again = run(cfg, progress=False)
+    assert not again.failures
+    (done,) = [r for r in again.results if r.product == renamed.name]
+    assert not done.summary["skipped"]
+    stem = "_".join(renamed.name.split("_")[:6])
+    record = json.loads((tmp_path / "ren" / archive.PARTS_DIR / f"{stem}.json").read_text())
+    assert record["product"] == renamed.name.removesuffix(".SAFE")
+    other = renamed.with_name(renamed.name.replace("_R022_", "_R023_"))
+    renamed.rename(other)
+    refused = run(cfg, progress=False)
+    assert [(r.product, r.stage) for r in refused.failures] == [(other.name, "open")]
+    assert "relative orbit" in refused.failures[0].error
