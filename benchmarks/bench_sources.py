@@ -33,13 +33,15 @@ from common import CACHE, measure, write_results  # noqa: E402
 from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
 
 
-def _cut(product: Path, work: Path) -> dict[str, Any]:
+def _cut(product: Path, work: Path, aoi_wkt: str | None = None) -> dict[str, Any]:
     return measure(
         f"""
 import rasterio
 from ben_builder.chain.product import Options, process_product
 with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_CACHEMAX=256):
-    s = process_product({str(product)!r}, {str(work)!r}, Options(verify=False))
+    s = process_product(
+        {str(product)!r}, {str(work)!r}, Options(verify=False, aoi_wkt={aoi_wkt!r})
+    )
 result["patches"] = s.kept
 result["stages_s"] = s.seconds
 """,
@@ -52,6 +54,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sources.json"))
     ap.add_argument("--size-px", type=int, default=10980)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="write the patches here (default: TMPDIR; /dev/shm leaves the disk out)",
+    )
+    ap.add_argument("--aoi-km", type=float, default=10.0, help="side of the square AOI")
     args = ap.parse_args()
 
     import rasterio
@@ -71,7 +80,7 @@ def main() -> None:
     item = write_item(tif, cache / "items")
     gen_s = time.perf_counter() - t
 
-    session = Path(tempfile.mkdtemp(prefix="ben_bench_sources_"))
+    session = Path(tempfile.mkdtemp(prefix="ben_bench_sources_", dir=args.work_dir))
     runs: dict[str, list[dict[str, Any]]] = {"safe_jp2": [], "item_cog": []}
     try:
         for i in range(args.repeat):
@@ -81,7 +90,10 @@ def main() -> None:
         with StacServer(state) as server:
             served = write_item(tif, session / "served", base_url=f"{server.base}/files")
             http = _cut(served, session / "http")
-            sent = state.bytes_sent
+            sent, state.bytes_sent = state.bytes_sent, 0
+            aoi_wkt, aoi_share = _aoi(args.aoi_km, args.size_px)
+            area = _cut(served, session / "aoi", aoi_wkt)
+            aoi_sent = state.bytes_sent
     finally:
         shutil.rmtree(session, ignore_errors=True)
     wall = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
@@ -92,6 +104,7 @@ def main() -> None:
     product_bytes = sum(f.stat().st_size for f in tif.rglob("*") if f.is_file())
     figures = {
         "tile_px": args.size_px,
+        "work_dir": str(session.parent),
         "generation_s_not_timed": round(gen_s, 1),
         "safe_jp2_s": wall["safe_jp2"],
         "item_cog_local_s": wall["item_cog"],
@@ -103,10 +116,35 @@ def main() -> None:
         "jp2_product_bytes": sum(f.stat().st_size for f in safe.rglob("*") if f.is_file()),
         "ratio_fetched_over_band_files": round(sent / band_bytes, 3),
         "patches": runs["item_cog"][0]["patches"],
+        "aoi_km": args.aoi_km,
+        "aoi_s": area["wall_s"],
+        "aoi_patches": area["patches"],
+        "aoi_bytes_fetched": aoi_sent,
+        "aoi_bytes_its_patches_need": round(band_bytes * aoi_share),
+        "ratio_aoi_fetched_over_needed": round(aoi_sent / (band_bytes * aoi_share), 2),
+        "target_ratio_aoi_fetched_over_needed": 1.5,
         "runs": runs,
         "target_ratio_cog_over_safe": 0.3,
     }
     write_results(args.out, "sources", figures)
+
+
+def _aoi(side_km: float, tile_px: int) -> tuple[str, float]:
+    """A square AOI of whole patches at T33UUP's corner (lon/lat WKT), and its share of the
+    tile's area: the share of the band bytes its patches need."""
+    from pyproj import Transformer
+    from shapely import Polygon
+
+    from ben_builder.patches.tiles import tile_geometry
+
+    g = tile_geometry("T33UUP")
+    cells = int(side_km * 1000 // 1200)
+    inset, side = 100.0, cells * 1200.0 - 200.0  # inside the cells' borders
+    to_ll = Transformer.from_crs(g.epsg, 4326, always_xy=True)
+    xs = [g.ulx_m + inset, g.ulx_m + side, g.ulx_m + side, g.ulx_m + inset]
+    ys = [g.uly_m - inset, g.uly_m - inset, g.uly_m - side, g.uly_m - side]
+    ring = [to_ll.transform(x, y) for x, y in zip(xs, ys, strict=True)]
+    return Polygon(ring).wkt, (cells * 1200.0) ** 2 / (tile_px * 10.0) ** 2
 
 
 if __name__ == "__main__":

@@ -202,8 +202,8 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
     last = BANDS[-1]
     real_read = process.read_band
 
-    def read_band(prod, band, res, hole_in=(last.name,)):
-        arr = real_read(prod, band, res)
+    def read_band(prod, band, res, window=None, hole_in=(last.name,)):
+        arr = real_read(prod, band, res, window)
         if band in hole_in:
             k = 1200 // res
             arr = arr.copy()
@@ -221,7 +221,7 @@ def test_a_patch_only_the_last_band_drops_leaves_no_files(synthetic, tmp_path, m
 
     every = tmp_path / "every"  # the same hole in every band: dropped before any write
     monkeypatch.setattr(
-        process, "read_band", lambda p, b, r: read_band(p, b, r, [b.name for b in BANDS])
+        process, "read_band", lambda p, b, r, w=None: read_band(p, b, r, w, [b.name for b in BANDS])
     )
     process_product(product, every, Options(clc_path=synthetic.clc, layout="both"))
     for folder in (archive.S2_DIR, archive.REFMAP_DIR, archive.V1_DIR):

@@ -239,8 +239,10 @@ def test_second_signal_stops_at_once_and_a_rerun_completes(tmp_path, products_di
     ref = run(load_config(_config(tmp_path, products_dir, synthetic.clc, "ref")), progress=False)
 
     def twice(proc):
+        # the second once the first is taken (two signals before Python's handler runs are one)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.05)
+        log = tmp_path / "twice" / "report" / "run.log"
+        assert _wait_for(lambda: "SIGTERM received" in log.read_text(), timeout=60)
         proc.send_signal(signal.SIGTERM)
 
     proc, out, cfg = _stopped_run(tmp_path, products_dir, synthetic.clc, "twice", twice)

@@ -22,8 +22,9 @@ from tests.stand_ins.stacapi import StacServer, StacState
 SIZE_PX = 1260
 
 
-def _config(tmp_path, name, products, clc, inputs=None):
+def _config(tmp_path, name, products, clc, inputs=None, **extra):
     cfg = {
+        **extra,
         "name": name,
         "output": str(tmp_path / name),
         "inputs": inputs
@@ -137,3 +138,42 @@ def test_a_stac_api_search_builds_the_same_archive_from_served_cogs(tmp_path, sy
     needed = sum((safe / rel).stat().st_size for rel in named)
     whole = sum(f.stat().st_size for f in safe.rglob("*") if f.is_file())
     assert needed <= sent <= 1.2 * needed < whole
+
+
+def test_an_area_reads_only_its_part_of_the_served_cogs(tmp_path, synthetic):
+    """An AOI of a few patches: GDAL fetches the COG blocks its window covers, not the tile;
+    its patch files equal the whole tile's build's, byte for byte."""
+    from pyproj import Transformer
+
+    from ben_builder.patches.tiles import tile_geometry
+
+    safe, items = tmp_path / "safe", tmp_path / "served-items"
+    g = tile_geometry("T33UUP")
+    to_ll = Transformer.from_crs(g.epsg, 4326, always_xy=True)
+    # patches 1-2 east and 1-2 south of T33UUP's corner (points inside those 1.2 km cells)
+    lon, lat = to_ll.transform(
+        [g.ulx_m + 1_500, g.ulx_m + 3_300], [g.uly_m - 3_300, g.uly_m - 1_500]
+    )
+    box = [min(lon), min(lat), max(lon), max(lat)]
+    state = StacState(files=safe)
+    with StacServer(state) as server:
+        _write(safe, items, base_url=f"{server.base}/files")
+        state.items = [json.loads(p.read_text()) for p in sorted(items.iterdir())]
+        stac = {"url": f"{server.base}/", "items_dir": str(tmp_path / "found")}
+        stac["query"] = {"tiles": ["T33UUP"]}
+        inputs = {"source": "stac", "stac": stac, "clc_path": str(synthetic.clc)}
+        whole = run(_config(tmp_path, "whole", None, synthetic.clc, inputs), progress=False)
+        whole_bytes, state.bytes_sent = state.bytes_sent, 0
+        part = run(
+            _config(tmp_path, "part", None, synthetic.clc, inputs, aoi={"bbox": box}),
+            progress=False,
+        )
+        part_bytes = state.bytes_sent
+    assert not whole.failures and not part.failures
+    (s,) = [r.summary for r in part.results]
+    assert s["kept"] + s["dropped_nodata"] + s["dropped_unlabeled"] <= 9
+    assert s["dropped_outside_aoi"] >= 100 - 9 and s["kept"] > 0
+    in_part = {k: v for k, v in digest_tree(tmp_path / "part").items() if k.endswith(".tif")}
+    in_whole = digest_tree(tmp_path / "whole")
+    assert in_part and all(in_whole[k] == v for k, v in in_part.items())
+    assert part_bytes < 0.6 * whole_bytes  # the 512 px blocks the window touches, not the tile

@@ -50,6 +50,7 @@ from ben_builder.product.names import ProductName
 from ben_builder.product.reader import open_product
 from ben_builder.product.safe import (
     Product,
+    Window10m,
     product_info,
     read_band,
     read_classi,
@@ -146,9 +147,9 @@ class ProductSummary:
         return f"{self.product}: {summary_line(asdict(self))}"
 
 
-def _masks(product: Product, spec: specs.ScreeningSpec) -> MaskSet:
+def _masks(product: Product, spec: specs.ScreeningSpec, window: Window10m | None = None) -> MaskSet:
     if product.level == "L2A":
-        return masks_from_scl(read_scl(product), spec)
+        return masks_from_scl(read_scl(product, window), spec)
     classi = read_classi(product)
     if classi is not None:
         return masks_from_classi(classi)
@@ -355,9 +356,14 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
     decoders = ThreadPoolExecutor(band_threads, thread_name_prefix="ben-band-decoder")
     stream: BandStream | None = None
 
+    in_aoi = np.ones(grid.shape, bool)
+    if options.aoi_wkt:
+        in_aoi = patches_in(options.aoi_wkt, grid)
+    window = _window_of(grid, in_aoi) if options.aoi_wkt else None
+
     def start_decoding() -> dict[Future[np.ndarray], specs.Band]:
         return {
-            decoders.submit(_decode_band, product, b.name, b.resolution_m, per_band): b
+            decoders.submit(_decode_band, product, b.name, b.resolution_m, per_band, window): b
             for b in order
         }
 
@@ -370,7 +376,7 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             with stages("label"):
                 codes, labels, keep_labels = _labels(product, grid, options.clc_path)
         with stages("screen"):
-            masks = _masks(product, options.screening)
+            masks = _masks(product, options.screening, window)
         table_names = (
             bigearthnet.v1_names_of(product.name.name)
             if options.v1_names == "bigearthnet"
@@ -381,9 +387,6 @@ def _cut(product: Product, options: Options, out_root: Path, stages: Stages, thr
             keep_place = kept_places(
                 product.name.tile_id, product.tile, grid, options.overlap_tiles
             )
-        in_aoi = np.ones(grid.shape, bool)
-        if options.aoi_wkt:
-            in_aoi = patches_in(options.aoi_wkt, grid)
         wanted = keep_labels & keep_place & in_aoi
         if table_names is not None:  # v2 is a subset of v1: a patch v1 did not have is not in v2
             wanted &= _in_table(grid, table_names)
@@ -481,10 +484,30 @@ def _verified(path: Path, record: Path) -> dict[str, Any]:
     return result
 
 
-def _decode_band(product: Product, band: str, resolution_m: int, gdal_threads: int) -> np.ndarray:
+def _decode_band(
+    product: Product, band: str, resolution_m: int, gdal_threads: int, window: Window10m | None
+) -> np.ndarray:
     """One band, decoded in a decoder thread with its own OpenJPEG thread count."""
     with rasterio.Env(GDAL_NUM_THREADS=gdal_threads):
-        return read_band(product, band, resolution_m)
+        return read_band(product, band, resolution_m, window)
+
+
+def _window_of(grid: PatchGrid, wanted: np.ndarray) -> Window10m:
+    """The 10 m pixels of the smallest rectangle of patches holding every ``wanted`` one.
+
+    With an area of interest only these are read: GDAL fetches and decodes the blocks (COG
+    tiles, JP2 tiles) they cover, and the rest of the tile stays 0 (no data).
+    """
+    rows, cols = np.nonzero(wanted)
+    if not len(rows):
+        return (0, 0, 0, 0)
+    side = grid.patch_size_m // 10  # 10 m pixels per patch side
+    return (
+        int(rows.min()) * side,
+        (int(rows.max()) + 1) * side,
+        int(cols.min()) * side,
+        (int(cols.max()) + 1) * side,
+    )
 
 
 def _patch_folders(
@@ -558,14 +581,14 @@ def _write_patches(
 
 def _kept_name(product: Product, p: Patch, cut: Cut, s: ProductSummary) -> str | None:
     """The ``s2v1_name`` of a patch kept, or None for a patch dropped (counted in ``s``)."""
+    if not cut.in_aoi[p.y, p.x]:  # first: outside the area nothing was read
+        s.dropped_outside_aoi += 1
+        return None
     if cut.screening.drop_nodata[p.y, p.x]:
         s.dropped_nodata += 1
         return None
     if not cut.keep_labels[p.y, p.x]:
         s.dropped_unlabeled += 1
-        return None
-    if not cut.in_aoi[p.y, p.x]:
-        s.dropped_outside_aoi += 1
         return None
     if not cut.keep_place[p.y, p.x]:
         s.dropped_overlap += 1

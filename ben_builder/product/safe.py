@@ -25,6 +25,7 @@ from xml.etree.ElementTree import Element
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
 
 from ben_builder import specs
 from ben_builder.errors import (
@@ -402,17 +403,27 @@ def _open_raster(product: Product, key: str, path: str) -> Iterator[Any]:
         raise CorruptProductError(f"{product.path}: cannot read {key} ({path}): {exc}") from exc
 
 
-def read_raster(product: Product, key: str, path: str, resolution_m: int) -> np.ndarray:
-    """Read band 1 of a product raster whole, checking its size against the tile.
+#: A part of the tile in 10 m pixels: ``(row_start, row_stop, col_start, col_stop)``, on patch
+#: borders (multiples of 120 px), so it is whole pixels at 20 m and 60 m too.
+Window10m = tuple[int, int, int, int]
+
+
+def read_raster(
+    product: Product, key: str, path: str, resolution_m: int, window: Window10m | None = None
+) -> np.ndarray:
+    """Read band 1 of a product raster, checking its size against the tile.
 
     Args:
         product: The product the raster belongs to (for error messages and geometry).
         key: What the raster is (band name, ``SCL``, mask name), for error messages.
         path: GDAL path of the raster.
         resolution_m: The raster's pixel size; its side must be the tile side at this size.
+        window: Read only this part (10 m pixels); the rest of the array is 0 (no data). GDAL
+            then reads only the blocks (COG tiles, JP2 tiles) the part covers.
 
     Returns:
-        The raster's first band as a 2-D array (all bands for multi-band masks, 3-D).
+        The raster's first band as a 2-D array (all bands for multi-band masks, 3-D), the whole
+        tile's size.
     """
     n = product.tile.size_px(resolution_m)
     with _open_raster(product, key, path) as ds:
@@ -422,7 +433,15 @@ def read_raster(product: Product, key: str, path: str, resolution_m: int) -> np.
                 f"tile {n} x {n} px at {resolution_m} m"
             )
         try:
-            data = ds.read() if ds.count > 1 else ds.read(1)
+            if window is None:
+                data = ds.read() if ds.count > 1 else ds.read(1)
+            else:
+                f = resolution_m // 10
+                r0, r1, c0, c1 = (v // f for v in window)
+                part = Window(c0, r0, c1 - c0, r1 - r0)
+                got = ds.read(window=part) if ds.count > 1 else ds.read(1, window=part)
+                data = np.zeros(got.shape[:-2] + (n, n), got.dtype)
+                data[..., r0:r1, c0:c1] = got
         except RasterioIOError as exc:
             raise CorruptProductError(
                 f"{product.path}: {key} ({path}) cannot be decoded: {exc}"
@@ -468,11 +487,13 @@ def harmonize(dn: np.ndarray, offset: int, in_place: bool = False) -> np.ndarray
     return out.astype(np.uint16)
 
 
-def read_band(product: Product, band: str, resolution_m: int) -> np.ndarray:
-    """Read one spectral band whole, harmonized to the pre-04.00 DN convention."""
+def read_band(
+    product: Product, band: str, resolution_m: int, window: Window10m | None = None
+) -> np.ndarray:
+    """Read one spectral band (or a ``window`` of it), in the pre-04.00 DN convention."""
     if band not in product.band_paths:
         raise MissingBandError(f"{product.path}: band {band} is not in the product")
-    dn = read_raster(product, band, product.band_paths[band], resolution_m)
+    dn = read_raster(product, band, product.band_paths[band], resolution_m, window)
     if dn.dtype != np.uint16:
         raise BandShapeError(f"{product.path}: band {band} is {dn.dtype}, expected uint16")
     return harmonize(dn, product.offsets.get(band, 0), in_place=True)
@@ -496,11 +517,11 @@ def product_info(product: Product) -> dict[str, Any]:
     } | ({"offset_rule": product.offset_rule} if product.offset_rule else {})
 
 
-def read_scl(product: Product) -> np.ndarray:
-    """The L2A Scene Classification map (20 m, uint8)."""
+def read_scl(product: Product, window: Window10m | None = None) -> np.ndarray:
+    """The L2A Scene Classification map (20 m, uint8; outside a ``window``: 0)."""
     if "SCL" not in product.band_paths:
         raise MissingBandError(f"{product.path}: no SCL layer; is this an L2A product?")
-    return read_raster(product, "SCL", product.band_paths["SCL"], 20)
+    return read_raster(product, "SCL", product.band_paths["SCL"], 20, window)
 
 
 def read_classi(product: Product) -> np.ndarray | None:
