@@ -73,6 +73,25 @@ def pin_to_worker_cores(threads: int) -> None:
 #: Times a task may be on a worker that dies before it is a failure of its product (one retry:
 #: a worker lost to a signal or a lost job is retried once; one that kills its worker twice, as a
 #: product over the memory limit does, is recorded as failed and the run goes on).
+#: How long a wait for tasks lasts before the caller looks again (a stop signal, lost jobs).
+STOP_POLL_S = 0.5
+
+
+def wait_some(pending: set[Any]) -> tuple[set[Any], set[Any]]:
+    """The futures of ``pending`` that finish within :data:`STOP_POLL_S`, and the others.
+
+    Returns early at the first one finished; the short wait lets the caller act on a stop
+    signal in time (:func:`ben_builder.runtime.stop_on_signals`).
+    """
+    from dask.distributed import wait
+
+    try:
+        done, still = wait(pending, timeout=STOP_POLL_S, return_when="FIRST_COMPLETED")
+    except TimeoutError:
+        return set(), pending
+    return set(done), set(still)
+
+
 ALLOWED_FAILURES = 1
 
 

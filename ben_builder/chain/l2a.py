@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ben_builder.bigearthnet import Reproduction
+from ben_builder.chain.cluster import wait_some
 from ben_builder.chain.results import TaskResult, cancelled, failed, outcome
 from ben_builder.config import Sen2CorSettings
 from ben_builder.errors import UnsupportedProductError
@@ -14,8 +15,6 @@ from ben_builder.product.names import ProductName, acquisition
 from ben_builder.runtime import StopRequest
 
 log = logging.getLogger(__name__)
-
-STOP_POLL_S = 0.5  # how soon a stop signal is acted on
 
 
 def sen2cor_task(path: str, settings: Sen2CorSettings) -> TaskResult:
@@ -82,7 +81,6 @@ def make_l2a(
 def _run_sen2cor(
     client: Any, l1c: list[Path], settings: Sen2CorSettings, progress: bool, stop: StopRequest
 ) -> tuple[list[Path], list[TaskResult]]:
-    from dask.distributed import wait
     from tqdm import tqdm
 
     from ben_builder.sources.sen2cor import check_version, find_l2a
@@ -101,10 +99,7 @@ def _run_sen2cor(
     pending = set(futures)
     with bar:
         while pending and stop.signum is None:
-            try:
-                done, pending = wait(pending, timeout=STOP_POLL_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                done = set()
+            done, pending = wait_some(pending)
             for fut in sorted(done, key=lambda f: futures[f]):
                 r = outcome(fut, futures[fut])  # a worker lost to sen2cor fails that product only
                 if r.ok and r.summary:

@@ -19,8 +19,14 @@ from typing import Any
 from ben_builder import archive, specs
 from ben_builder.archive.finalize import finalize, prune_products, read_parts
 from ben_builder.bigearthnet import Reproduction, reproduction
-from ben_builder.chain.cluster import dask_client, pin_to_worker_cores, plan_workers, usable_cores
-from ben_builder.chain.l2a import STOP_POLL_S, make_l2a
+from ben_builder.chain.cluster import (
+    dask_client,
+    pin_to_worker_cores,
+    plan_workers,
+    usable_cores,
+    wait_some,
+)
+from ben_builder.chain.l2a import make_l2a
 from ben_builder.chain.metadata import MetadataRules, metadata_rules
 from ben_builder.chain.preflight import Plan, check_writable, preflight
 from ben_builder.chain.product import (
@@ -421,7 +427,6 @@ def _collect(
     reason. A worker lost after a stop signal counts as cancelled, not failed: SLURM signals
     every process of a job at walltime, and Ctrl-C the terminal's whole process group.
     """
-    from dask.distributed import wait
     from tqdm import tqdm
 
     patches = 0
@@ -433,10 +438,7 @@ def _collect(
     ) as bar:
         pending = set(futures)
         while pending and stop is None:
-            try:
-                done, pending = wait(pending, timeout=STOP_POLL_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                done = set()
+            done, pending = wait_some(pending)
             for fut in sorted(done, key=lambda f: futures[f]):
                 r = outcome(fut, futures[fut])
                 if signals.signum is not None and r.stage == "worker":
