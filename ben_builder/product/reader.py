@@ -40,6 +40,5 @@ def product_identity(path: str | Path) -> str:
         return stat_fingerprint(path)
     h = hashlib.sha256(Path(path).read_bytes())
     for local in stac.local_assets(path):
-        st = local.stat()
-        h.update(f"{local.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(stat_fingerprint(local).encode())
     return h.hexdigest()

@@ -141,11 +141,19 @@ def item_cloud_cover(path: str | Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _name(path: Path, props: dict[str, Any]) -> ProductName:
+def named_product(props: dict[str, Any]) -> str | None:
+    """The product name an item's properties give (:data:`NAME_PROPERTIES`), if any."""
     for key in NAME_PROPERTIES:
         value = props.get(key)
         if isinstance(value, str) and value:
-            return ProductName.parse(value)
+            return value
+    return None
+
+
+def _name(path: Path, props: dict[str, Any]) -> ProductName:
+    value = named_product(props)
+    if value is not None:
+        return ProductName.parse(value)
     raise MetadataError(
         f"{path}: the item names no product (none of {', '.join(NAME_PROPERTIES)}); patch "
         "names are made from the product name"
@@ -195,7 +203,7 @@ def _baseline(path: Path, props: dict[str, Any], name: ProductName) -> str:
 
 
 def _quantification(assets: dict[str, Any]) -> int:
-    scale = _raster_band(assets.get("B02") or _asset(assets, "B02") or {}).get("scale")
+    scale = _raster_band(_asset(assets, "B02") or {}).get("scale")
     return round(1 / scale) if isinstance(scale, int | float) and scale > 0 else 10000
 
 

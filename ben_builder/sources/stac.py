@@ -20,7 +20,7 @@ from ben_builder.config import StacInputs
 from ben_builder.errors import BenBuilderError, HubError
 from ben_builder.files import write_bytes
 from ben_builder.product.names import ProductName
-from ben_builder.product.stac import NAME_PROPERTIES
+from ben_builder.product.stac import named_product
 from ben_builder.sources.hub.query import area_from_bbox, area_from_geojson
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,12 @@ def search_items(stac: StacInputs) -> Path:
 
 
 def _product_name(item: dict[str, Any]) -> ProductName | None:
-    props = item.get("properties") or {}
-    for key in NAME_PROPERTIES:
-        value = props.get(key)
-        if isinstance(value, str) and value:
-            try:
-                return ProductName.parse(value)
-            except BenBuilderError as exc:
-                log.warning("STAC item %s skipped: %s", item.get("id"), exc)
-                return None
-    log.warning("STAC item %s skipped: it names no product", item.get("id"))
-    return None
+    value = named_product(item.get("properties") or {})
+    if value is None:
+        log.warning("STAC item %s skipped: it names no product", item.get("id"))
+        return None
+    try:
+        return ProductName.parse(value)
+    except BenBuilderError as exc:
+        log.warning("STAC item %s skipped: %s", item.get("id"), exc)
+        return None
