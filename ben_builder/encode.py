@@ -279,7 +279,7 @@ def _encode(
     workers: int | None,
 ) -> EncodeSummary:
     meta = read_metadata(root)
-    check_finished(root, meta)
+    parts = check_finished(root, meta)
     db = out / DB
     s2_root = _s2_root(root)
     own_s1 = root / archive.S1_DIR
@@ -329,7 +329,7 @@ def _encode(
     if db.exists():
         shutil.rmtree(db)
     os.replace(tmp, db)
-    _copy_metadata(root, out, meta)
+    _copy_metadata(root, out, meta, parts)
     write_bytes(recorded, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
     return EncodeSummary(len(meta), db, counts["refmaps"], counts["s1"])
 
@@ -369,31 +369,35 @@ def archive_fingerprint(root: Path, s1_root: Path | None, has_refmaps: bool) -> 
     }
 
 
-def check_finished(root: Path, meta: pd.DataFrame) -> None:
+def check_finished(root: Path, meta: pd.DataFrame) -> pd.DataFrame | None:
     """Refuse an archive built here whose metadata is not its products' (build interrupted).
 
     An archive with ``_parts/`` is finished when its two metadata parquets hold exactly the
     finished products' patches; a build killed in finalisation leaves them otherwise.
 
+    Returns:
+        The products' rows (their parts), or None for an archive not built here.
+
     Raises:
         PreflightError: the parquets and the products disagree (names one patch).
     """
     if not finished_products(root):
-        return
+        return None
     flagged = root / archive.FLAGGED
     if not flagged.exists():
         raise PreflightError(
             f"{flagged}: missing; the archive's build did not finish. Run build again, then encode"
         )
-    parts = set(read_parts(root)["patch_id"])
-    listed = set(meta["patch_id"])
-    if parts != listed:
-        odd = sorted(parts ^ listed)[0]
+    rows = read_parts(root)
+    built, listed = set(rows["patch_id"]), set(meta["patch_id"])
+    if built != listed:
+        odd = sorted(built ^ listed)[0]
         where = "in the metadata but no product's" if odd in listed else "of a product, not in"
         raise PreflightError(
             f"{root}: patch {odd} is {where} the metadata parquets; the archive's build did "
             "not finish. Run build again, then encode"
         )
+    return rows
 
 
 def _bytes_needed(patches: int, refmaps: bool, s1_patches: int) -> int:
@@ -486,11 +490,10 @@ def _write_chunks(
     return counts
 
 
-def _copy_metadata(root: Path, out: Path, meta: pd.DataFrame) -> None:
-    """The metadata beside the LMDB: ``labels43.parquet`` (from the parts), then the parquets."""
-    parts = root / archive.PARTS_DIR
-    if parts.is_dir() and any(parts.glob("*.parquet")):
-        labels43 = read_parts(root)[["patch_id", "labels43"]]
+def _copy_metadata(root: Path, out: Path, meta: pd.DataFrame, parts: pd.DataFrame | None) -> None:
+    """The metadata beside the LMDB: ``labels43.parquet`` (from ``parts``), then the parquets."""
+    if parts is not None:
+        labels43 = parts[["patch_id", "labels43"]]
         labels43 = labels43[labels43["patch_id"].isin(set(meta["patch_id"]))]
         write_parquet(out / LABELS43, labels43.sort_values("patch_id"))
     else:
