@@ -47,7 +47,7 @@ from ben_builder.patches.screen import (
 )
 from ben_builder.patches.screen import summary as summary_line
 from ben_builder.product.names import ProductName
-from ben_builder.product.reader import open_product
+from ben_builder.product.reader import is_safe, open_product
 from ben_builder.product.safe import (
     Product,
     Window10m,
@@ -57,7 +57,6 @@ from ben_builder.product.safe import (
     read_cloud_gml,
     read_scl,
 )
-from ben_builder.product.stac import is_item
 from ben_builder.runtime import decode_threads
 
 log = logging.getLogger(__name__)
@@ -220,7 +219,7 @@ def process_product(
     if removed:
         log.info("%s: removed %d files of an earlier or interrupted run", product.stem, removed)
     verification = None
-    if options.verify and not is_item(path):  # an item has no manifest.safe
+    if options.verify and is_safe(path):  # items and Zarr stores have no manifest.safe
         with stages("verify"):
             record = archive.part_path(out_root, product.stem).with_suffix(".verified.json")
             verification = _verified(Path(path), record)

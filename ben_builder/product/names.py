@@ -27,8 +27,8 @@ PRODUCT_TYPES = {"L1C": "S2MSI1C", "L2A": "S2MSI2A"}
 
 
 def bare_name(name: str) -> str:
-    """A product's name without ``.SAFE``, ``.zip``, ``.SAFE.zip`` or (a STAC item) ``.json``."""
-    return re.sub(r"((\.SAFE)?(\.zip)?|\.json)$", "", name)
+    """A product's name without ``.SAFE``, ``.zip``, ``.SAFE.zip``, ``.json`` or ``.zarr``."""
+    return re.sub(r"((\.SAFE)?(\.zip)?|\.json|\.zarr)$", "", name)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Any product the chain takes: a SAFE folder or zip, or a STAC item (``<name>.json``).
+"""Any product the chain takes: a SAFE product, a STAC item or an EOPF Zarr product.
 
-The chain opens products through here; :mod:`.safe` and :mod:`.stac` make the same
-:class:`~ben_builder.product.safe.Product` record of each.
+SAFE folders and zips; STAC items (``<name>.json``); EOPF Zarr stores (``<name>.zarr``, or a
+STAC item whose ``product`` asset is one).
+The chain opens products through here; :mod:`.safe`, :mod:`.stac` and :mod:`.eopf` make the
+same :class:`~ben_builder.product.safe.Product` record of each.
 """
 
 from __future__ import annotations
@@ -9,24 +11,37 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ben_builder.product import safe, stac
+from ben_builder.product import eopf, safe, stac
 from ben_builder.product.safe import Product
 from ben_builder.product.verify import stat_fingerprint
 
 
 def open_product(path: str | Path) -> Product:
-    """The product record of a SAFE folder or zip, or of a STAC item file.
+    """The product record of a SAFE folder or zip, a STAC item file or an EOPF Zarr store.
 
     Raises:
         ProductNotFoundError, MetadataError, UnsupportedProductError, ...: as
-            :func:`ben_builder.product.safe.open_product` and
-            :func:`ben_builder.product.stac.open_item`.
+            :func:`ben_builder.product.safe.open_product`,
+            :func:`ben_builder.product.stac.open_item` and
+            :func:`ben_builder.product.eopf.open_eopf`.
     """
-    return stac.open_item(path) if stac.is_item(path) else safe.open_product(path)
+    if eopf.is_eopf(path):
+        return eopf.open_eopf(path)
+    if stac.is_item(path):
+        store = stac.zarr_product(path)
+        return eopf.open_eopf(store, record=Path(path)) if store else stac.open_item(path)
+    return safe.open_product(path)
+
+
+def is_safe(path: str | Path) -> bool:
+    """Whether the product is a SAFE folder or zip (with a ``manifest.safe`` to verify)."""
+    return not (eopf.is_eopf(path) or stac.is_item(path))
 
 
 def read_cloud_cover(path: str | Path) -> float | None:
     """The product's own cloud cover in percent, if it states one."""
+    if eopf.is_eopf(path):
+        return eopf.cloud_cover(path)
     return stac.item_cloud_cover(path) if stac.is_item(path) else safe.read_cloud_cover(path)
 
 
@@ -34,7 +49,7 @@ def product_identity(path: str | Path) -> str:
     """A cheap identity of a product's files (path, size, mtime; no content).
 
     A STAC item: the item's bytes (its asset hrefs and any checksums or ETags it publishes)
-    and the size and mtime of its local assets.
+    and the size and mtime of its local assets. An EOPF store: its files, as a SAFE folder's.
     """
     if not stac.is_item(path):
         return stat_fingerprint(path)

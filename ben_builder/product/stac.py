@@ -121,10 +121,28 @@ def open_item(path: str | Path) -> Product:
     )
 
 
+def zarr_product(path: str | Path) -> str | None:
+    """The EOPF Zarr store an item's ``product`` asset links (the EOPF STAC's items), if any.
+
+    Its href resolved as the band assets' are: a local path or a URL.
+    """
+    path = Path(path)
+    asset = read_item(path)["assets"].get("product") or {}
+    href = str(asset.get("href") or "")
+    if "zarr" not in str(asset.get("type", "")) and not href.rstrip("/").endswith(".zarr"):
+        return None
+    if "://" in href or href.startswith("/"):
+        return href
+    return str((path.parent / href).resolve())
+
+
 def local_assets(path: str | Path) -> list[Path]:
-    """The band assets of an item that are local files (for its identity)."""
+    """The band assets (or the Zarr store) of an item that are local files (for its identity)."""
     path = Path(path)
     assets = read_item(path)["assets"]
+    store = zarr_product(path)
+    if store is not None:
+        return [Path(store)] if "://" not in store and Path(store).exists() else []
     out = []
     for band in ITEM_BANDS:
         asset = _asset(assets, band)

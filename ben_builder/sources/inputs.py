@@ -118,17 +118,21 @@ def find_products(folder: Path) -> list[Path]:
         for p in sorted(pending.pop().iterdir()):
             if p.name.startswith("."):
                 continue  # partial downloads, records
-            if p.name.endswith(".SAFE") and p.is_dir() or p.name.endswith(".zip") and p.is_file():
-                found.append(p)
+            if (
+                p.name.endswith((".SAFE", ".zarr"))
+                and p.is_dir()
+                or (p.name.endswith(".zip") and p.is_file())
+            ):
+                found.append(p)  # SAFE folders and zips, EOPF Zarr stores
             elif p.name.endswith(".json") and _names_a_product(p.name) and p.is_file():
                 found.append(p)  # a STAC item named after its product (ben_builder.stac)
             elif p.is_dir():
                 pending.append(p)
     if not found:
         raise ProductNotFoundError(
-            f"no products in {folder} (looked for <name>.SAFE folders, <name>.zip files and "
-            "<name>.json STAC items, in its subfolders too); is products_dir the folder the "
-            "products were downloaded to?"
+            f"no products in {folder} (looked for <name>.SAFE folders, <name>.zip files, "
+            "<name>.json STAC items and <name>.zarr EOPF products, in its subfolders too); is "
+            "products_dir the folder the products were downloaded to?"
         )
     return sorted(found, key=lambda p: (p.name, p))
 

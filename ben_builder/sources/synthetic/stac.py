@@ -17,6 +17,7 @@ import shapely
 from pyproj import Transformer
 
 from ben_builder.files import write_bytes
+from ben_builder.patches.grid import TileGeometry
 from ben_builder.product.safe import open_product
 from ben_builder.product.stac import ITEM_BANDS
 
@@ -67,10 +68,7 @@ def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Pat
         "roles": ["metadata"],
     }
     n = p.name
-    to_lonlat = Transformer.from_crs(t.epsg, 4326, always_xy=True)
-    corners = [(t.ulx_m, t.uly_m), (t.ulx_m + t.size_m, t.uly_m)]
-    corners += [(t.ulx_m + t.size_m, t.uly_m - t.size_m), (t.ulx_m, t.uly_m - t.size_m)]
-    footprint = shapely.Polygon([to_lonlat.transform(x, y) for x, y in corners])
+    footprint = tile_footprint(t)
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
@@ -99,6 +97,14 @@ def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Pat
     path = out_dir / f"{n.name}.json"
     write_bytes(path, (json.dumps(item, indent=2) + "\n").encode())
     return path
+
+
+def tile_footprint(t: TileGeometry) -> shapely.Polygon:
+    """A tile's square in longitude and latitude (an item's ``geometry``)."""
+    to_lonlat = Transformer.from_crs(t.epsg, 4326, always_xy=True)
+    corners = [(t.ulx_m, t.uly_m), (t.ulx_m + t.size_m, t.uly_m)]
+    corners += [(t.ulx_m + t.size_m, t.uly_m - t.size_m), (t.ulx_m, t.uly_m - t.size_m)]
+    return shapely.Polygon([to_lonlat.transform(x, y) for x, y in corners])
 
 
 def _resolution(path: str) -> int:
