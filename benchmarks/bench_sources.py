@@ -1,14 +1,16 @@
-"""Benchmark: one tile from its SAFE product (JPEG 2000) against the same tile from COGs.
+"""Benchmark: one tile from its SAFE product (JPEG 2000) against the same tile from COGs and
+from an EOPF Zarr product.
 
-The generator writes one scene twice: as a SAFE product with JP2 bands (ESA's format) and as a
-SAFE product with deflate-tiled GeoTIFF bands (Planetary Computer's), plus a STAC item for the
-latter. Each is cut whole (``process_product``) in a fresh process pinned to one core, alternating,
-``--repeat`` times; the medians are compared. Then the tile's COGs are served by the tests' STAC
-stand-in (HTTP with Range requests) and cut again from the item, counting the bytes GDAL fetched
-against the bytes of the band files and of the whole product.
+The generator writes one scene three times: as a SAFE product with JP2 bands (ESA's format), as
+a SAFE product with deflate-tiled GeoTIFF bands (Planetary Computer's) with a STAC item, and as
+an EOPF Zarr store (Blosc-zstd chunks). Each is cut whole (``process_product``) in a fresh
+process pinned to one core, alternating, ``--repeat`` times; the medians are compared. Then the
+tile's COGs and Zarr store are served by the tests' STAC stand-in (HTTP with Range requests) and
+cut again, counting the bytes fetched against the bytes of the band files; and a square area
+(``--aoi-km``) is cut from the served COGs, its bytes counted against its share of the bands.
 
-Goal (issue 29): a tile from COGs in at most 0.3x the SAFE path's time. Reads are whole bands
-today (no windowing to an area yet), so an area's reading is the whole tile's.
+Goals (issue 29): a tile from COGs in at most 0.3x the SAFE path's time; an area fetching at
+most 1.5x the bytes its patches need.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ from ben_builder.sources.synthetic.products import ProductRecipe  # noqa: E402
 
 
 def _cut(product: Path, work: Path, aoi_wkt: str | None = None) -> dict[str, Any]:
+    """Cut ``product`` into ``work`` in a fresh process; the patches are removed afterwards (a
+    whole tile's are ~1 GB, which on /dev/shm is memory)."""
+    try:
+        return _measure_cut(product, work, aoi_wkt)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure_cut(product: Path, work: Path, aoi_wkt: str | None) -> dict[str, Any]:
     return measure(
         f"""
 import rasterio
@@ -65,6 +76,7 @@ def main() -> None:
 
     import rasterio
 
+    from ben_builder.sources.synthetic.eopf import write_eopf, write_eopf_item
     from ben_builder.sources.synthetic.stac import write_item
     from ben_builder.sources.synthetic.writer import scene_for, write_product
     from tests.stand_ins.stacapi import StacServer, StacState
@@ -77,15 +89,18 @@ def main() -> None:
         scene = scene_for(jp2.tile_id, args.size_px, 0)
         safe = write_product(jp2, scene, cache / "jp2")
         tif = write_product(cog, scene, cache / "cog")
+        zarr_dir = cache / "zarr"
+        store = next(zarr_dir.glob("*.zarr"), None) or write_eopf(safe, zarr_dir)
     item = write_item(tif, cache / "items")
     gen_s = time.perf_counter() - t
 
     session = Path(tempfile.mkdtemp(prefix="ben_bench_sources_", dir=args.work_dir))
-    runs: dict[str, list[dict[str, Any]]] = {"safe_jp2": [], "item_cog": []}
+    runs: dict[str, list[dict[str, Any]]] = {"safe_jp2": [], "item_cog": [], "zarr": []}
     try:
         for i in range(args.repeat):
             runs["safe_jp2"].append(_cut(safe, session / f"jp2-{i}"))
             runs["item_cog"].append(_cut(item, session / f"cog-{i}"))
+            runs["zarr"].append(_cut(store, session / f"zarr-{i}"))
         state = StacState(files=cache / "cog")
         with StacServer(state) as server:
             served = write_item(tif, session / "served", base_url=f"{server.base}/files")
@@ -94,6 +109,11 @@ def main() -> None:
             aoi_wkt, aoi_share = _aoi(args.aoi_km, args.size_px)
             area = _cut(served, session / "aoi", aoi_wkt)
             aoi_sent = state.bytes_sent
+        state = StacState(files=zarr_dir)
+        with StacServer(state) as server:
+            zitem = write_eopf_item(store, session / "zitems", base_url=f"{server.base}/files")
+            zarr_http = _cut(zitem, session / "zarr-http")
+            zarr_sent = state.bytes_sent
     finally:
         shutil.rmtree(session, ignore_errors=True)
     wall = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
@@ -109,6 +129,11 @@ def main() -> None:
         "safe_jp2_s": wall["safe_jp2"],
         "item_cog_local_s": wall["item_cog"],
         "ratio_cog_over_safe": round(wall["item_cog"] / wall["safe_jp2"], 3),
+        "zarr_local_s": wall["zarr"],
+        "ratio_zarr_over_safe": round(wall["zarr"] / wall["safe_jp2"], 3),
+        "zarr_http_s": zarr_http["wall_s"],
+        "zarr_http_bytes_fetched": zarr_sent,
+        "zarr_store_bytes": sum(f.stat().st_size for f in store.rglob("*") if f.is_file()),
         "item_cog_http_s": http["wall_s"],
         "http_bytes_fetched": sent,
         "band_files_bytes": band_bytes,

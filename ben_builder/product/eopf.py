@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ben_builder import specs
 from ben_builder.errors import MetadataError, ProductNotFoundError, UnsupportedProductError
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.product.names import ProductName
@@ -38,21 +39,11 @@ log = logging.getLogger(__name__)
 SUFFIX = ".zarr"
 REFLECTANCE = "measurements/reflectance"
 SCL_ARRAY = "conditions/mask/l2a_classification/r20m/scl"
-#: Native resolution of each L2A band (B10 is not in L2A products).
-NATIVE_M = {
-    "B01": 60,
-    "B02": 10,
-    "B03": 10,
-    "B04": 10,
-    "B05": 20,
-    "B06": 20,
-    "B07": 20,
-    "B08": 10,
-    "B8A": 20,
-    "B09": 60,
-    "B11": 20,
-    "B12": 20,
-}
+
+
+def native_m() -> dict[str, int]:
+    """Each band's native resolution (``data_specs/bands.yaml``; B10 is not in L2A)."""
+    return {b.name: b.resolution_m for b in specs.bands().bands}
 
 
 def is_eopf(path: str | Path) -> bool:
@@ -64,7 +55,7 @@ def array_path(band: str, resolution_m: int | None = None) -> str:
     """A band's array in the store (at its native resolution unless one is given)."""
     if band == "SCL":
         return SCL_ARRAY
-    return f"{REFLECTANCE}/r{resolution_m or NATIVE_M[band]}m/{band.lower()}"
+    return f"{REFLECTANCE}/r{resolution_m or native_m()[band]}m/{band.lower()}"
 
 
 def open_eopf(store: str | Path, record: Path | None = None) -> Product:
@@ -92,7 +83,7 @@ def open_eopf(store: str | Path, record: Path | None = None) -> Product:
             "SAFE product for L1C)"
         )
     baseline = _baseline(props, name)
-    arrays = {band: _array(root, band, where) for band in (*NATIVE_M, "SCL")}
+    arrays = {band: _array(root, band, where) for band in (*native_m(), "SCL")}
     offsets, rule, quantification = _offsets(where, arrays, baseline)
     gdal_root = _gdal_root(store)
     return Product(
@@ -190,7 +181,7 @@ def _offsets(
     """Each band's DN offset, the rule it came from, and the quantification value."""
     declared: dict[str, int] = {}
     scales = set()
-    for band in NATIVE_M:
+    for band in native_m():
         cf = _cf(arrays[band])
         scale, offset = cf.get("scale_factor"), cf.get("add_offset")
         if isinstance(scale, int | float) and scale > 0:

@@ -29,9 +29,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ben_builder.errors import MetadataError, ProductNotFoundError, UnsupportedProductError
+from ben_builder.errors import (
+    BenBuilderError,
+    MetadataError,
+    ProductNotFoundError,
+    UnsupportedProductError,
+)
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.patches.tiles import tile_geometry
+from ben_builder.product.eopf import native_m
 from ben_builder.product.names import ProductName
 from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product, offsets_from_mtd
 from ben_builder.product.source import MAX_XML_BYTES
@@ -97,7 +103,7 @@ def open_item(path: str | Path) -> Product:
     path = Path(path)
     item = read_item(path)
     props = item.get("properties") or {}
-    name = _name(path, props)
+    name = _name(path, item)
     if name.level != "L2A":
         raise UnsupportedProductError(
             f"{path}: a {name.level} item; STAC sources serve L2A products (use the SAFE "
@@ -159,27 +165,39 @@ def item_cloud_cover(path: str | Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def named_product(props: dict[str, Any]) -> str | None:
-    """The product name an item's properties give (:data:`NAME_PROPERTIES`), if any."""
+def named_product(item: dict[str, Any]) -> str | None:
+    """The product name an item gives, if any.
+
+    A property of :data:`NAME_PROPERTIES`, or else its id where that is a product name (the
+    CDSE and EOPF catalogues name items so; Earth Search's ids are not).
+    """
+    props = item.get("properties") or {}
     for key in NAME_PROPERTIES:
         value = props.get(key)
         if isinstance(value, str) and value:
             return value
-    return None
+    value = item.get("id")
+    if not isinstance(value, str):
+        return None
+    try:
+        return ProductName.parse(value).name
+    except BenBuilderError:
+        return None
 
 
-def _name(path: Path, props: dict[str, Any]) -> ProductName:
-    value = named_product(props)
+def _name(path: Path, item: dict[str, Any]) -> ProductName:
+    value = named_product(item)
     if value is not None:
         return ProductName.parse(value)
     raise MetadataError(
-        f"{path}: the item names no product (none of {', '.join(NAME_PROPERTIES)}); patch "
-        "names are made from the product name"
+        f"{path}: the item names no product (none of {', '.join(NAME_PROPERTIES)}, no id); "
+        "patch names are made from the product name"
     )
 
 
 def _asset(assets: dict[str, Any], band: str) -> dict[str, Any] | None:
-    for key in (band, COMMON_NAMES.get(band, ""), band.lower()):
+    native = 20 if band == "SCL" else native_m().get(band, 60)  # B10 (L1C only): 60 m
+    for key in (band, COMMON_NAMES.get(band, ""), band.lower(), f"{band}_{native}m"):
         if key in assets:
             found: dict[str, Any] = assets[key]
             return found
@@ -190,8 +208,9 @@ def _href(path: Path, assets: dict[str, Any], band: str) -> str:
     asset = _asset(assets, band)
     if asset is None or not asset.get("href"):
         raise MetadataError(
-            f"{path}: the item has no asset for {band} (looked for "
-            f"{band!r}, {COMMON_NAMES.get(band)!r}); some catalogue items miss assets"
+            f"{path}: the item has no asset for {band} (looked for {band!r}, "
+            f"{COMMON_NAMES.get(band)!r}, {band}_<native resolution>m); some catalogue items "
+            "miss assets"
         )
     href = str(asset["href"])
     if "://" in href or href.startswith("/"):
@@ -212,9 +231,10 @@ def gdal_path(href: str) -> str:
 
 
 def _baseline(path: Path, props: dict[str, Any], name: ProductName) -> str:
-    value = props.get("s2:processing_baseline")
-    if isinstance(value, str) and re.fullmatch(r"\d{2}\.\d{2}", value):
-        return value
+    for key in ("s2:processing_baseline", "processing:version"):  # the CDSE's: the latter
+        value = props.get(key)
+        if isinstance(value, str) and re.fullmatch(r"\d{2}\.\d{2}", value):
+            return value
     if re.fullmatch(r"\d{4}", name.baseline):  # N0214 -> 02.14
         return f"{name.baseline[:2]}.{name.baseline[2:]}"
     raise MetadataError(f"{path}: no processing baseline (s2:processing_baseline or the name)")
@@ -257,6 +277,12 @@ def _offsets(path: Path, item: dict[str, Any], baseline: str) -> tuple[dict[str,
 def _fetch(path: Path, href: str) -> bytes:
     """An asset's bytes (local or HTTP), at most :data:`MAX_XML_BYTES`."""
     scheme = urlparse(href).scheme
+    if scheme not in ("http", "https", "file", ""):
+        raise MetadataError(
+            f"{path}: the product metadata {href} is on {scheme}://, from which only bands are "
+            "read (by GDAL); the item's baseline needs BOA_ADD_OFFSET from it: search a "
+            "catalogue that serves it over HTTPS, or build from the SAFE product"
+        )
     try:
         if scheme in ("http", "https"):
             import requests

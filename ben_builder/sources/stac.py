@@ -74,9 +74,8 @@ def search_items(stac: StacInputs) -> Path:
 
 
 def _product_name(item: dict[str, Any]) -> ProductName | None:
-    # the EOPF catalogue's items are named by their id, the whole product name
-    value = named_product(item.get("properties") or {}) or item.get("id")
-    if not isinstance(value, str):
+    value = named_product(item)
+    if value is None:
         log.warning("STAC item %s skipped: it names no product", item.get("id"))
         return None
     try:

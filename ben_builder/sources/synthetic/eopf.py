@@ -23,7 +23,7 @@ import rasterio
 import shapely
 
 from ben_builder.files import write_bytes
-from ben_builder.product.eopf import NATIVE_M, REFLECTANCE, SCL_ARRAY, SUFFIX, open_eopf
+from ben_builder.product.eopf import REFLECTANCE, SCL_ARRAY, SUFFIX, native_m, open_eopf
 from ben_builder.product.safe import open_product, read_cloud_cover
 from ben_builder.sources.synthetic.stac import tile_footprint
 
@@ -82,12 +82,12 @@ def write_eopf(product: Path, out_dir: Path, declare_offset: bool = True) -> Pat
                 }
             )
 
-        for res in sorted(set(NATIVE_M.values())):
+        for res in sorted(set(native_m().values())):
             group = f"{REFLECTANCE}/r{res}m"
             side = round(t.size_m / res)
             _coords(root, group, t.ulx_m + res / 2 + res * np.arange(side), "x")
             _coords(root, group, t.uly_m - res / 2 - res * np.arange(side), "y")
-        for band, res in NATIVE_M.items():
+        for band, res in native_m().items():
             with rasterio.open(p.band_paths[band]) as ds:
                 dn = ds.read(1)
             cf: dict[str, Any] = {

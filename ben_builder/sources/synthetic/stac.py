@@ -29,11 +29,18 @@ EXTENSIONS = [
 ]
 
 
-def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Path:
+def write_item(
+    product: Path, out_dir: Path, base_url: str | None = None, style: str = "planetary"
+) -> Path:
     """Write ``<out_dir>/<product name>.json``, the STAC item of a GeoTIFF SAFE folder.
 
     Asset hrefs are the files' absolute paths, or with ``base_url`` their URLs
-    (``<base_url>/<product folder>/<path in the product>``, for a test's HTTP server).
+    (``<base_url>/<product folder>/<path in the product>``: a test's HTTP server, or
+    ``s3://eodata/...`` as the CDSE catalogue links its S3 store).
+
+    ``style``: ``planetary`` (Planetary Computer's asset keys ``B02``, ``s2:product_uri``,
+    ``product-metadata``) or ``cdse`` (the CDSE catalogue's: the item id is the product name,
+    asset keys ``B02_10m`` ... ``SCL_20m``, ``product_metadata``, ``processing:version``).
 
     Raises:
         ValueError: the product's bands are not GeoTIFFs (catalogues serve GeoTIFFs).
@@ -53,7 +60,7 @@ def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Pat
     for band in ITEM_BANDS:
         res = 20 if band == "SCL" else _resolution(p.band_paths[band])
         side_px = round(t.size_m / res)
-        assets[band] = {
+        assets[band if style == "planetary" else f"{band}_{res}m"] = {
             "href": href(p.band_paths[band]),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "gsd": res,
@@ -62,14 +69,14 @@ def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Pat
             "roles": ["data"],
         }
     mtd = next(p.path.glob("MTD_MSIL2A.xml"))
-    assets["product-metadata"] = {
+    assets["product-metadata" if style == "planetary" else "product_metadata"] = {
         "href": href(mtd),
         "type": "application/xml",
         "roles": ["metadata"],
     }
     n = p.name
     footprint = tile_footprint(t)
-    item = {
+    item: dict[str, Any] = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
         "stac_extensions": EXTENSIONS,
@@ -93,6 +100,14 @@ def write_item(product: Path, out_dir: Path, base_url: str | None = None) -> Pat
         "assets": assets,
         "links": [],
     }
+    if style == "cdse":
+        props = item["properties"]
+        for key in ("s2:product_uri", "s2:processing_baseline", "s2:product_type"):
+            del props[key]
+        props |= {"processing:version": p.processing_baseline, "product:type": "S2MSI2A"}
+        item["id"] = n.name
+    elif style != "planetary":
+        raise ValueError(f"style {style!r}: planetary or cdse")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{n.name}.json"
     write_bytes(path, (json.dumps(item, indent=2) + "\n").encode())
