@@ -12,8 +12,9 @@ import rasterio
 import zarr
 
 from ben_builder.chain.run import run
-from ben_builder.errors import MetadataError, UnsupportedProductError
+from ben_builder.errors import CorruptProductError, MetadataError, UnsupportedProductError
 from ben_builder.product.reader import open_product
+from ben_builder.product.safe import read_band
 from ben_builder.sources.synthetic.eopf import write_eopf, write_eopf_item
 from ben_builder.sources.synthetic.writer import scene_for, write_product
 from tests.helpers import digest_tree
@@ -41,8 +42,10 @@ def _compare(built, reference):
     assert cmp.returncode == 0 and cmp.stdout.startswith("identical"), cmp.stdout + cmp.stderr
 
 
-def test_zarr_and_safe_products_build_the_same_archive(tmp_path, synthetic):
-    safe, stores = _write(tmp_path)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_and_safe_products_build_the_same_archive(tmp_path, synthetic, zarr_format):
+    """Zarr v2 (the CPM 2.5 samples) and v3: the same patches as from the SAFE products."""
+    safe, stores = _write(tmp_path, zarr_format=zarr_format)
     a = run(_config(tmp_path, "from-safe", safe, synthetic.clc), progress=False)
     b = run(_config(tmp_path, "from-zarr", stores, synthetic.clc), progress=False)
     assert not a.failures and not b.failures, [r.error for r in a.failures + b.failures]
@@ -75,9 +78,13 @@ def test_offsets_without_add_offset_follow_the_baseline_or_are_refused(tmp_path)
         open_product(new)
 
 
-def test_a_store_that_contradicts_its_name_or_lacks_scl_is_refused(tmp_path):
+def test_a_store_that_contradicts_its_name_lacks_scl_or_is_damaged_is_refused(tmp_path):
     _, stores = _write(tmp_path)
     store = sorted(stores.iterdir())[0]
+    chunk = store / "measurements" / "reflectance" / "r10m" / "b03" / "0.0"
+    chunk.write_bytes(chunk.read_bytes()[:100])  # a truncated download
+    with pytest.raises(CorruptProductError, match=r"B03 .*cannot be decoded"):
+        read_band(open_product(store), "B03", 10)
     other = stores / store.name.replace("_R022_", "_R023_")
     shutil.copytree(store, other)
     with pytest.raises(MetadataError, match="stac_discovery id"):

@@ -9,9 +9,9 @@ or served over HTTP(S). Its layout (ESA's EOPF sample products, CPM 2.5 and late
 - root attributes: ``stac_discovery`` (the product's STAC item: id and properties) and
   ``other_metadata`` (``horizontal_CRS_code``, ...).
 
-The metadata is read with zarr-python (consolidated or not, Zarr v2 or v3); the pixels are read by
-GDAL's Zarr driver (``ZARR:"<store>":/<array>``), window by window like every other raster of the
-chain, with ``/vsicurl/`` for remote stores, so GDAL's cloud settings apply unchanged.
+zarr-python reads the metadata and the pixels (consolidated or not, Zarr v2 or v3), window by
+window as the chain reads every raster (:mod:`.zarr_io`); remote stores through fsspec's HTTP
+file system.
 
 Harmonisation as for STAC items (:mod:`ben_builder.product.stac`), recorded as ``offset_rule``:
 ``declared`` when the band arrays carry CF ``scale_factor`` and ``add_offset`` (the EOPF
@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from ben_builder import specs
 from ben_builder.errors import MetadataError, ProductNotFoundError, UnsupportedProductError
 from ben_builder.patches.grid import TileGeometry
+from ben_builder.product import zarr_io
 from ben_builder.product.names import ProductName
 from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product
 
@@ -85,7 +86,7 @@ def open_eopf(store: str | Path, record: Path | None = None) -> Product:
     baseline = _baseline(props, name)
     arrays = {band: _array(root, band, where) for band in (*native_m(), "SCL")}
     offsets, rule, quantification = _offsets(where, arrays, baseline)
-    gdal_root = _gdal_root(store)
+    root_path = _store(store)
     return Product(
         path=where,
         name=name,
@@ -94,7 +95,7 @@ def open_eopf(store: str | Path, record: Path | None = None) -> Product:
         quantification_value=quantification,
         offsets=offsets,
         tile=_tile(where, root, attrs, props),
-        band_paths={b: f'ZARR:"{gdal_root}":/{array_path(b)}' for b in arrays},
+        band_paths={b: zarr_io.band_path(root_path, array_path(b)) for b in arrays},
         image_format="Zarr",
         offset_rule=rule,
     )
@@ -125,14 +126,9 @@ def _open_group(store: str | Path, where: Path) -> Any:
         raise MetadataError(f"{where}: not a readable Zarr product ({url}): {exc}") from exc
 
 
-def _gdal_root(store: str | Path) -> str:
+def _store(store: str | Path) -> str:
     url = str(store).rstrip("/")
-    scheme = urlparse(url).scheme
-    if scheme in ("http", "https"):
-        return f"/vsicurl/{url}"
-    if scheme == "s3":
-        return f"/vsis3/{url.removeprefix('s3://')}"
-    return str(Path(url).resolve())
+    return url if urlparse(url).scheme else str(Path(url).resolve())
 
 
 def _name(store: str | Path, where: Path, discovery: Mapping[str, Any]) -> ProductName:

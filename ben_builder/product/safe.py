@@ -36,6 +36,7 @@ from ben_builder.errors import (
     UnsupportedProductError,
 )
 from ben_builder.patches.grid import TileGeometry
+from ben_builder.product import zarr_io
 from ben_builder.product.names import PRODUCT_TYPES, ProductName
 from ben_builder.product.source import ProductSource, find_all, parse_xml, parse_xml_bytes
 
@@ -397,9 +398,9 @@ def _band_paths(
 @contextmanager
 def _open_raster(product: Product, key: str, path: str) -> Iterator[Any]:
     try:
-        with rasterio.open(path) as ds:
+        with zarr_io.open_band(path) if zarr_io.is_zarr_path(path) else rasterio.open(path) as ds:
             yield ds
-    except RasterioIOError as exc:
+    except (RasterioIOError, zarr_io.ZarrReadError) as exc:
         raise CorruptProductError(f"{product.path}: cannot read {key} ({path}): {exc}") from exc
 
 
@@ -416,7 +417,7 @@ def read_raster(
     Args:
         product: The product the raster belongs to (for error messages and geometry).
         key: What the raster is (band name, ``SCL``, mask name), for error messages.
-        path: GDAL path of the raster.
+        path: GDAL path of the raster (or a Zarr array's, :mod:`.zarr_io`).
         resolution_m: The raster's pixel size; its side must be the tile side at this size.
         window: Read only this part (10 m pixels); the rest of the array is 0 (no data). GDAL
             then reads only the blocks (COG tiles, JP2 tiles) the part covers.
@@ -442,7 +443,7 @@ def read_raster(
                 got = ds.read(window=part) if ds.count > 1 else ds.read(1, window=part)
                 data = np.zeros(got.shape[:-2] + (n, n), got.dtype)
                 data[..., r0:r1, c0:c1] = got
-        except RasterioIOError as exc:
+        except (RasterioIOError, zarr_io.ZarrReadError) as exc:
             raise CorruptProductError(
                 f"{product.path}: {key} ({path}) cannot be decoded: {exc}"
             ) from exc

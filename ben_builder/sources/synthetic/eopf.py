@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -31,7 +31,9 @@ from ben_builder.sources.synthetic.stac import tile_footprint
 CHUNKS_PER_SIDE = 6
 
 
-def write_eopf(product: Path, out_dir: Path, declare_offset: bool = True) -> Path:
+def write_eopf(
+    product: Path, out_dir: Path, declare_offset: bool = True, zarr_format: Literal[2, 3] = 2
+) -> Path:
     """Write ``<out_dir>/<product name>.zarr``, the EOPF Zarr product of an L2A SAFE product.
 
     Args:
@@ -39,6 +41,7 @@ def write_eopf(product: Path, out_dir: Path, declare_offset: bool = True) -> Pat
         out_dir: Where the store is written (atomically: a temporary folder renamed).
         declare_offset: Give the band arrays CF ``add_offset`` (as the samples do); without it
             only ``scale_factor`` is declared (a reader must then know the offset otherwise).
+        zarr_format: 2 (the samples of CPM 2.5) or 3 (Zarr v3, consolidated in ``zarr.json``).
 
     Raises:
         ValueError: not an L2A product.
@@ -54,8 +57,13 @@ def write_eopf(product: Path, out_dir: Path, declare_offset: bool = True) -> Pat
     final = out_dir / f"{n.name}{SUFFIX}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{n.name}.", dir=out_dir))
     try:
-        root = zarr.open_group(tmp, mode="w", zarr_format=2)
-        compressor = Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE)
+        root = zarr.open_group(tmp, mode="w", zarr_format=zarr_format)
+        if zarr_format == 2:
+            compressor: Any = Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE)
+        else:
+            from zarr.codecs import BloscCodec
+
+            compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
         def array(path: str, data: np.ndarray, res: int, attrs: dict[str, Any]) -> None:
             side = data.shape[0]
