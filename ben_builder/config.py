@@ -155,7 +155,9 @@ class Inputs(_Model):
     hub: HubInputs | None = None
     stac: StacInputs | None = None
     products_dir: Path | None = Field(
-        None, description="Folder of .SAFE folders or .zip files (subfolders too), for local."
+        None,
+        description="Folder of .SAFE folders, .zip files, <name>.json STAC items or <name>.zarr "
+        "EOPF products (subfolders too), for local.",
     )
     product_list: ProductListFilter | None = None
     clc_path: Path | None = Field(
