@@ -22,29 +22,23 @@ products: ``add_offset = -0.1`` with ``scale_factor = 0.0001`` is BOA_ADD_OFFSET
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ben_builder import specs
 from ben_builder.errors import MetadataError, ProductNotFoundError, UnsupportedProductError
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.product import zarr_io
 from ben_builder.product.names import ProductName
-from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product
+from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product, native_m
+from ben_builder.product.stac import baseline_of
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".zarr"
 REFLECTANCE = "measurements/reflectance"
 SCL_ARRAY = "conditions/mask/l2a_classification/r20m/scl"
-
-
-def native_m() -> dict[str, int]:
-    """Each band's native resolution (``data_specs/bands.yaml``; B10 is not in L2A)."""
-    return {b.name: b.resolution_m for b in specs.bands().bands}
 
 
 def is_eopf(path: str | Path) -> bool:
@@ -83,7 +77,7 @@ def open_eopf(store: str | Path, record: Path | None = None) -> Product:
             f"{where}: a {name.level} product; EOPF Zarr sources serve L2A products (use the "
             "SAFE product for L1C)"
         )
-    baseline = _baseline(props, name)
+    baseline = baseline_of(where, props, name)
     arrays = {band: _array(root, band, where) for band in (*native_m(), "SCL")}
     offsets, rule, quantification = _offsets(where, arrays, baseline)
     root_path = _store(store)
@@ -147,14 +141,6 @@ def _name(store: str | Path, where: Path, discovery: Mapping[str, Any]) -> Produ
             f"{where}: an EOPF product store is named after its product "
             f"(S2B_MSIL2A_..._<generation>.zarr): {exc}"
         ) from exc
-
-
-def _baseline(props: Mapping[str, Any], name: ProductName) -> str:
-    for key in ("processing:version", "s2:processing_baseline"):
-        value = props.get(key)
-        if isinstance(value, str) and re.fullmatch(r"\d{2}\.\d{2}", value):
-            return value
-    return f"{name.baseline[:2]}.{name.baseline[2:]}"
 
 
 def _array(root: Any, band: str, where: Path) -> Any:

@@ -58,6 +58,13 @@ BAND_INDEX = {
     "B12": 12,
 }
 OFFSET_BASELINE = (4, 0)
+
+
+def native_m() -> dict[str, int]:
+    """Each band's native resolution (``data_specs/bands.yaml``; B10 is not in L2A)."""
+    return {b.name: b.resolution_m for b in specs.bands().bands}
+
+
 SCL_RESOLUTION_M = 20
 IMAGE_FORMATS = {"JPEG2000": ".jp2", "GeoTIFF": ".tif"}  # Granule/@imageFormat -> file extension
 

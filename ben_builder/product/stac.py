@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,9 +38,14 @@ from ben_builder.errors import (
 )
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.patches.tiles import tile_geometry
-from ben_builder.product.eopf import native_m
 from ben_builder.product.names import ProductName
-from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product, offsets_from_mtd
+from ben_builder.product.safe import (
+    BAND_INDEX,
+    OFFSET_BASELINE,
+    Product,
+    native_m,
+    offsets_from_mtd,
+)
 from ben_builder.product.source import MAX_XML_BYTES
 
 log = logging.getLogger(__name__)
@@ -111,7 +117,7 @@ def open_item(path: str | Path) -> Product:
         )
     assets = item["assets"]
     band_paths = {band: gdal_path(_href(path, assets, band)) for band in ITEM_BANDS}
-    baseline = _baseline(path, props, name)
+    baseline = baseline_of(path, props, name)
     offsets, rule = _offsets(path, item, baseline)
     return Product(
         path=path,
@@ -230,7 +236,8 @@ def gdal_path(href: str) -> str:
     return href
 
 
-def _baseline(path: Path, props: dict[str, Any], name: ProductName) -> str:
+def baseline_of(path: Path, props: Mapping[str, Any], name: ProductName) -> str:
+    """The processing baseline an item's (or an EOPF store's) properties give, else the name's."""
     for key in ("s2:processing_baseline", "processing:version"):  # the CDSE's: the latter
         value = props.get(key)
         if isinstance(value, str) and re.fullmatch(r"\d{2}\.\d{2}", value):

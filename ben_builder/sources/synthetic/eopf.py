@@ -23,8 +23,8 @@ import rasterio
 import shapely
 
 from ben_builder.files import write_bytes
-from ben_builder.product.eopf import REFLECTANCE, SCL_ARRAY, SUFFIX, native_m, open_eopf
-from ben_builder.product.safe import open_product, read_cloud_cover
+from ben_builder.product.eopf import REFLECTANCE, SCL_ARRAY, SUFFIX, open_eopf
+from ben_builder.product.safe import native_m, open_product, read_cloud_cover
 from ben_builder.sources.synthetic.stac import tile_footprint
 
 #: Chunks per tile side (the samples: 1830 px of 10,980 at 10 m, 915 at 20 m, 305 at 60 m).
