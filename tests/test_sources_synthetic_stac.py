@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -115,7 +116,17 @@ def test_a_stac_api_search_builds_the_same_archive_from_served_cogs(tmp_path, sy
         sent = state.bytes_sent
         assert any(r.startswith("POST /search") for r in state.requests)
         ranged = run(_config(tmp_path, "from-stac", None, synthetic.clc, inputs), progress=False)
+        # a band file replaced on the server under the same item: its ETag changes, so the
+        # product is cut again (the other is not)
+        (b04,) = safe.glob("*T33UUP*/GRANULE/*/IMG_DATA/R10m/*_B04_10m.tif")
+        os.utime(b04, ns=(b04.stat().st_atime_ns, b04.stat().st_mtime_ns + 10**9))
+        replaced = run(_config(tmp_path, "from-stac", None, synthetic.clc, inputs), progress=False)
     assert not built.failures, [r.error for r in built.failures]
+    redone = {r.product[:20]: not r.summary["skipped"] for r in replaced.results}
+    assert sorted(redone.items()) == [
+        ("S2A_MSIL2A_20170613T", True),
+        ("S2A_MSIL2A_20180215T", False),
+    ]
     assert sorted(p.name for p in (tmp_path / "found").iterdir()) == sorted(
         p.name for p in items.iterdir()
     )

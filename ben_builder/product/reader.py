@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ben_builder.errors import HubError
 from ben_builder.product import eopf, safe, stac
 from ben_builder.product.safe import Product
 from ben_builder.product.verify import stat_fingerprint
@@ -48,12 +49,37 @@ def read_cloud_cover(path: str | Path) -> float | None:
 def product_identity(path: str | Path) -> str:
     """A cheap identity of a product's files (path, size, mtime; no content).
 
-    A STAC item: the item's bytes (its asset hrefs and any checksums or ETags it publishes)
-    and the size and mtime of its local assets. An EOPF store: its files, as a SAFE folder's.
+    A STAC item: the item's bytes (its asset hrefs and any checksums it publishes), the size and
+    mtime of its local assets, and what the servers of its remote ones answer to a HEAD request
+    (``ETag``, ``Content-Length``, ``Last-Modified``), so a file replaced under the same item is
+    seen. An EOPF store: its files, as a SAFE folder's.
+
+    Raises:
+        HubError: a remote asset cannot be checked (whether it changed is then unknown).
     """
     if not stac.is_item(path):
         return stat_fingerprint(path)
     h = hashlib.sha256(Path(path).read_bytes())
     for local in stac.local_assets(path):
         h.update(stat_fingerprint(local).encode())
+    for url in stac.remote_assets(path):
+        h.update(_http_identity(path, url).encode())
     return h.hexdigest()
+
+
+def _http_identity(path: str | Path, url: str) -> str:
+    import requests
+
+    try:
+        resp = requests.head(url, allow_redirects=True, timeout=30)
+    except requests.RequestException as exc:
+        raise HubError(
+            f"{path}: cannot check {url} ({exc}); whether the product changed since it was cut "
+            "is unknown without it"
+        ) from exc
+    if resp.status_code == 404:
+        return f"{url}\0absent\n"  # e.g. the Zarr v3 document of a v2 store
+    if resp.status_code >= 400:
+        raise HubError(f"{path}: {url} answers HTTP {resp.status_code} to HEAD")
+    tags = (resp.headers.get(k, "") for k in ("ETag", "Content-Length", "Last-Modified"))
+    return url + "\0" + "\0".join(tags) + "\n"

@@ -148,6 +148,21 @@ def zarr_product(path: str | Path) -> str | None:
     return str((path.parent / href).resolve())
 
 
+def remote_assets(path: str | Path) -> list[str]:
+    """The HTTP(S) URLs whose answers identify an item's remote data (for its identity).
+
+    The band assets; for a Zarr store its metadata documents (``.zmetadata``, ``zarr.json``).
+    """
+    path = Path(path)
+    store = zarr_product(path)
+    if store is not None:
+        urls = [f"{store.rstrip('/')}/{doc}" for doc in (".zmetadata", "zarr.json")]
+    else:
+        assets = read_item(path)["assets"]
+        urls = [str((_asset(assets, band) or {}).get("href") or "") for band in ITEM_BANDS]
+    return [u for u in urls if urlparse(u).scheme in ("http", "https")]
+
+
 def local_assets(path: str | Path) -> list[Path]:
     """The band assets (or the Zarr store) of an item that are local files (for its identity)."""
     path = Path(path)

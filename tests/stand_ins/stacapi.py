@@ -5,7 +5,8 @@ It speaks the parts of the STAC API 1.0 a client uses to find Sentinel-2 items: 
 ``collections``, ``bbox``, ``intersects``, ``datetime``, ``query`` (``eo:cloud_cover`` lte/lt/gte/
 gt) and ``limit``, paged by ``next`` links. Under ``/files/`` it serves a folder's files as a
 cloud bucket does: HEAD, GET and ``Range: bytes=a-b`` (206, ``Content-Range``), which GDAL's
-``/vsicurl/`` needs to read a COG window by window. It counts the bytes it sends.
+``/vsicurl/`` needs to read a COG window by window, with an ``ETag`` and ``Last-Modified``. It
+counts the bytes it sends.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
         first, last = 0, size - 1
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if m:
@@ -200,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{st.st_mtime_ns:x}-{size:x}"')  # as nginx makes them
+        self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
         self.send_header("Content-Type", "image/tiff")
         self.send_header("Content-Length", str(last - first + 1))
         self.end_headers()
