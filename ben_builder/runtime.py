@@ -21,11 +21,15 @@ import rasterio
 from ben_builder import specs
 
 #: GDAL for every entry point: a bounded block cache, no directory scans when a file is opened,
-#: one decoding thread unless a task is given more cores.
+#: one decoding thread unless a task is given more cores; remote reads (``/vsicurl/``,
+#: ``/vsis3/``: catalogue COGs, the CDSE's store) retried on 429/5xx answers, as catalogues
+#: throttle. Credentials and endpoints (``AWS_*``) come from the environment.
 GDAL_OPTIONS: dict[str, Any] = {
     "GDAL_CACHEMAX": 256,
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_NUM_THREADS": 1,
+    "GDAL_HTTP_MAX_RETRY": 4,
+    "GDAL_HTTP_RETRY_DELAY": 2,
 }
 
 OPJ = "OPJ_NUM_THREADS"

@@ -188,3 +188,22 @@ def test_an_area_reads_only_its_part_of_the_served_cogs(tmp_path, synthetic):
     in_whole = digest_tree(tmp_path / "whole")
     assert in_part and all(in_whole[k] == v for k, v in in_part.items())
     assert part_bytes < 0.6 * whole_bytes  # the 512 px blocks the window touches, not the tile
+
+
+def test_a_throttling_server_is_retried(tmp_path, synthetic):
+    """503 answers to range requests (a catalogue's bucket under load) are retried by GDAL."""
+    safe, items = tmp_path / "safe", tmp_path / "served-items"
+    state = StacState(files=safe)
+    with StacServer(state) as server:
+        with rasterio.Env():
+            r = RECIPES[1]
+            write_item(
+                write_product(r, scene_for(r.tile_id, SIZE_PX, 0), safe),
+                items,
+                f"{server.base}/files",
+            )
+        state.unavailable = 3
+        built = run(_config(tmp_path, "served", items, synthetic.clc), progress=False)
+    assert state.unavailable < 0  # all three were answered 503, and more requests came
+    assert not built.failures, [r.error for r in built.failures]
+    assert built.results[0].summary["kept"] > 0

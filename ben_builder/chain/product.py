@@ -57,7 +57,7 @@ from ben_builder.product.safe import (
     read_cloud_gml,
     read_scl,
 )
-from ben_builder.runtime import decode_threads
+from ben_builder.runtime import decode_threads, gdal_env
 
 log = logging.getLogger(__name__)
 
@@ -486,8 +486,12 @@ def _verified(path: Path, record: Path) -> dict[str, Any]:
 def _decode_band(
     product: Product, band: str, resolution_m: int, gdal_threads: int, window: Window10m | None
 ) -> np.ndarray:
-    """One band, decoded in a decoder thread with its own OpenJPEG thread count."""
-    with rasterio.Env(GDAL_NUM_THREADS=gdal_threads):
+    """One band, decoded in a decoder thread with its own OpenJPEG thread count.
+
+    rasterio's settings are per thread: the thread takes all of
+    :data:`ben_builder.runtime.GDAL_OPTIONS` (remote retries too), not only its thread count.
+    """
+    with gdal_env(GDAL_NUM_THREADS=gdal_threads):
         return read_band(product, band, resolution_m, window)
 
 

@@ -37,6 +37,8 @@ class StacState:
     files: Path | None = None
     page_size: int = 2
     bytes_sent: int = 0
+    #: Answer this many ranged GETs of files with 503 first, as a throttling bucket does.
+    unavailable: int = 0
     requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,6 +192,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if not head and "Range" in self.headers:
+            with self.state.lock:
+                busy, self.state.unavailable = (
+                    self.state.unavailable > 0,
+                    self.state.unavailable - 1,
+                )
+            if busy:
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         st = path.stat()
         size = st.st_size
         first, last = 0, size - 1
