@@ -92,7 +92,7 @@ bench-loaders: $(STAMP) $(CONFIGILM_STAMP)
 	$(BIN)/python benchmarks/bench_loaders.py --archive $(DEMO)/archive --encoded $(DEMO)/encoded --out benchmarks/results/loaders.json
 
 bench-sources: $(STAMP)
-	$(BIN)/python benchmarks/bench_sources.py --out benchmarks/results/sources.json
+	$(BIN)/python benchmarks/bench_sources.py --work-dir /dev/shm --out benchmarks/results/sources.json
 
 bench-encode: $(STAMP)
 	@test -f $(DEMO)/archive/metadata.parquet || $(BIN)/ben-builder build pipelines/demo.yaml
