@@ -177,7 +177,7 @@ def patch(
     overlap: str,
     force: bool,
 ) -> None:
-    """Cut PRODUCTS (.SAFE folders or .zip) into 1.2 km patches under --out."""
+    """Cut PRODUCTS (SAFE folders or zips, STAC items, .zarr stores) into 1.2 km patches."""
     _run_products(products, out, clc, layout, fail_fast, verify, duplicates, force, overlap)
 
 
