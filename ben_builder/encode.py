@@ -422,14 +422,27 @@ def _write_db(
     workers: int,
     on_patch: Callable[[int], None] | None,
 ) -> dict[str, int]:
-    """Write the LMDB at ``path``: every chunk in order, synced once at the end.
+    """Write the LMDB at ``path``: chunks read in ``workers`` processes, written in order.
+
+    Each chunk's values go in one transaction; the file is synced once at the end.
 
     ``meminit``: LMDB zeroes the unused bytes of each page, so two runs write the same bytes
     (without it, the file carried whatever memory held, in 3% of its bytes).
     """
+    counts = dict.fromkeys(("refmaps", "s1", "raw", "decoded"), 0)
     env = lmdb.open(str(path), map_size=2 * need + (64 << 20), meminit=True, sync=False)
     try:
-        counts = _write_chunks(env, job, chunks, workers, on_patch)
+        with _chunk_results(job, chunks, workers) as results:
+            for result in results:
+                with env.begin(write=True) as txn:
+                    for key, value in result.items:
+                        txn.put(key, value)
+                counts["refmaps"] += result.refmaps
+                counts["s1"] += result.s1
+                counts["raw"] += result.raw
+                counts["decoded"] += result.decoded
+                if on_patch is not None:
+                    on_patch(result.patches)
         env.sync(True)
     finally:
         env.close()
@@ -465,29 +478,6 @@ def _rows(
                 f"{s1_root}: no folder for S1 patch {s1_name} (s1_name of {patch_id})"
             )
     return rows
-
-
-def _write_chunks(
-    env: Any,
-    job: _Job,
-    chunks: list[list[tuple[str, str | None]]],
-    workers: int,
-    on_patch: Callable[[int], None] | None,
-) -> dict[str, int]:
-    """Read the chunks (in ``workers`` processes) and write each one's values in order."""
-    counts = dict.fromkeys(("refmaps", "s1", "raw", "decoded"), 0)
-    with _chunk_results(job, chunks, workers) as results:
-        for result in results:
-            with env.begin(write=True) as txn:
-                for key, value in result.items:
-                    txn.put(key, value)
-            counts["refmaps"] += result.refmaps
-            counts["s1"] += result.s1
-            counts["raw"] += result.raw
-            counts["decoded"] += result.decoded
-            if on_patch is not None:
-                on_patch(result.patches)
-    return counts
 
 
 def _copy_metadata(root: Path, out: Path, meta: pd.DataFrame, parts: pd.DataFrame | None) -> None:
