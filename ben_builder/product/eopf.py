@@ -31,8 +31,8 @@ from ben_builder.errors import MetadataError, ProductNotFoundError, UnsupportedP
 from ben_builder.patches.grid import TileGeometry
 from ben_builder.product import zarr_io
 from ben_builder.product.names import ProductName
-from ben_builder.product.safe import BAND_INDEX, OFFSET_BASELINE, Product, native_m
-from ben_builder.product.stac import baseline_of
+from ben_builder.product.safe import Product, native_m
+from ben_builder.product.stac import baseline_of, declared_or_before_04
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,9 @@ def _offsets(
     if len(scales) > 1:
         raise MetadataError(f"{where}: the bands' scale_factor differ ({sorted(scales)})")
     quantification = scales.pop() if scales else 10000
-    if declared:
-        return {b: declared.get(b, 0) for b in BAND_INDEX}, "declared", quantification
-    if tuple(int(v) for v in baseline.split(".")) < OFFSET_BASELINE:
-        return dict.fromkeys(BAND_INDEX, 0), "before-04.00", quantification
+    known = declared_or_before_04(declared, baseline)
+    if known is not None:
+        return *known, quantification
     raise UnsupportedProductError(
         f"{where}: baseline {baseline} products carry an offset (BOA_ADD_OFFSET), but the band "
         "arrays declare no add_offset; refusing to guess whether its pixels include it"

@@ -143,9 +143,7 @@ def zarr_product(path: str | Path) -> str | None:
     href = str(asset.get("href") or "")
     if "zarr" not in str(asset.get("type", "")) and not href.rstrip("/").endswith(".zarr"):
         return None
-    if "://" in href or href.startswith("/"):
-        return href
-    return str((path.parent / href).resolve())
+    return _resolved(path, href)
 
 
 def remote_assets(path: str | Path) -> list[str]:
@@ -153,31 +151,25 @@ def remote_assets(path: str | Path) -> list[str]:
 
     The band assets; for a Zarr store its metadata documents (``.zmetadata``, ``zarr.json``).
     """
-    path = Path(path)
     store = zarr_product(path)
-    if store is not None:
-        urls = [f"{store.rstrip('/')}/{doc}" for doc in (".zmetadata", "zarr.json")]
-    else:
-        assets = read_item(path)["assets"]
-        urls = [str((_asset(assets, band) or {}).get("href") or "") for band in ITEM_BANDS]
-    return [u for u in urls if urlparse(u).scheme in ("http", "https")]
+    docs = (".zmetadata", "zarr.json")
+    hrefs = [f"{store.rstrip('/')}/{doc}" for doc in docs] if store else _band_hrefs(Path(path))
+    return [u for u in hrefs if urlparse(u).scheme in ("http", "https")]
 
 
 def local_assets(path: str | Path) -> list[Path]:
     """The band assets (or the Zarr store) of an item that are local files (for its identity)."""
-    path = Path(path)
-    assets = read_item(path)["assets"]
     store = zarr_product(path)
-    if store is not None:
-        return [Path(store)] if "://" not in store and Path(store).exists() else []
-    out = []
-    for band in ITEM_BANDS:
-        asset = _asset(assets, band)
-        if asset and asset.get("href"):
-            href = _href(path, assets, band)
-            if "://" not in href and Path(href).exists():
-                out.append(Path(href))
-    return out
+    hrefs = [store] if store else _band_hrefs(Path(path))
+    return [Path(h) for h in hrefs if "://" not in h and Path(h).exists()]
+
+
+def _band_hrefs(path: Path) -> list[str]:
+    """The resolved hrefs of the band assets an item has."""
+    assets = read_item(path)["assets"]
+    return [
+        _href(path, assets, band) for band in ITEM_BANDS if (_asset(assets, band) or {}).get("href")
+    ]
 
 
 def item_cloud_cover(path: str | Path) -> float | None:
@@ -233,10 +225,14 @@ def _href(path: Path, assets: dict[str, Any], band: str) -> str:
             f"{COMMON_NAMES.get(band)!r}, {band}_<native resolution>m); some catalogue items "
             "miss assets"
         )
-    href = str(asset["href"])
+    return _resolved(path, str(asset["href"]))
+
+
+def _resolved(path: Path, href: str) -> str:
+    """An href as given (a URL or an absolute path), or relative to the item, as STAC defines."""
     if "://" in href or href.startswith("/"):
         return href
-    return str((path.parent / href).resolve())  # relative to the item, as STAC defines it
+    return str((path.parent / href).resolve())
 
 
 def gdal_path(href: str) -> str:
@@ -281,10 +277,9 @@ def _offsets(path: Path, item: dict[str, Any], baseline: str) -> tuple[dict[str,
         scale, offset = rb.get("scale"), rb.get("offset")
         if isinstance(scale, int | float) and scale > 0 and isinstance(offset, int | float):
             declared[band] = round(offset / scale)
-    if declared:
-        return {band: declared.get(band, 0) for band in BAND_INDEX}, "declared"
-    if tuple(int(v) for v in baseline.split(".")) < OFFSET_BASELINE:
-        return dict.fromkeys(BAND_INDEX, 0), "before-04.00"
+    known = declared_or_before_04(declared, baseline)
+    if known is not None:
+        return known
     mtd = next((assets[k] for k in MTD_ASSETS if k in assets), None)
     if mtd is not None and mtd.get("href"):
         data = _fetch(path, str(mtd["href"]))
@@ -294,6 +289,21 @@ def _offsets(path: Path, item: dict[str, Any], baseline: str) -> tuple[dict[str,
         "neither declares it (raster:bands scale/offset) nor links the product metadata "
         "(MTD_MSIL2A.xml); refusing to guess whether its pixels include it"
     )
+
+
+def declared_or_before_04(
+    declared: Mapping[str, int], baseline: str
+) -> tuple[dict[str, int], str] | None:
+    """The offsets the two rules shared by items and EOPF stores give, or None.
+
+    ``declared`` when some bands declare theirs (the others 0); ``before-04.00`` (all 0) when the
+    baseline predates offsets; None when neither applies.
+    """
+    if declared:
+        return {band: declared.get(band, 0) for band in BAND_INDEX}, "declared"
+    if tuple(int(v) for v in baseline.split(".")) < OFFSET_BASELINE:
+        return dict.fromkeys(BAND_INDEX, 0), "before-04.00"
+    return None
 
 
 def _fetch(path: Path, href: str) -> bytes:
